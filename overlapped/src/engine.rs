@@ -1,0 +1,233 @@
+//! The engine: starting operations, turning each kernel completion into exactly one notification,
+//! cancelling, and closing sockets with operations pending.
+//!
+//! Each socket has two queues, one per direction. An operation of a direction runs only when the
+//! earlier ones of that direction have finished, so receives take data in the order they were
+//! posted (S7) and a stream send that the kernel took short is finished before the next one
+//! starts (S8). The operation at the head of a queue is first tried without blocking; only if the
+//! socket is not ready is it handed to the backend, and it is then the queue's `in_flight`.
+//!
+//! This module is the one place where an operation's final result is recorded and notified:
+//! [`start`] for what completes at once, [`complete`] for what the kernel completes, [`cancel`]
+//! and [`close`] for what never reached the kernel. Locks are taken in one order only: a socket's
+//! queues, then the backend's submission lock; no notification runs under a lock.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use crate::driver::{self, Counters, COUNTERS};
+use crate::error::{codes, Error, Result};
+use crate::event::lock;
+use crate::op::{Dir, Op, Step};
+use crate::overlapped::{Completion, Started};
+
+/// A socket's operations that have been started and have not finished.
+#[derive(Default)]
+pub(crate) struct Queues {
+    dirs: [DirQueue; 2],
+    closed: bool,
+}
+
+#[derive(Default)]
+struct DirQueue {
+    /// The operation the kernel holds now, if any.
+    in_flight: Option<Arc<Op>>,
+    /// Operations started after it, in order.
+    waiting: VecDeque<Arc<Op>>,
+}
+
+impl DirQueue {
+    fn is_busy(&self) -> bool {
+        self.in_flight.is_some() || !self.waiting.is_empty()
+    }
+}
+
+/// Operations that finished while a lock was held; their notifications run after it is released.
+type Finished = Vec<(Arc<Op>, Completion)>;
+
+fn notify_all(finished: Finished) {
+    for (op, completion) in finished {
+        op.finish(completion, true);
+    }
+}
+
+/// Starts an operation: completes it at once if the socket is ready, else queues it or hands it
+/// to the kernel (S2). An operation that fails at once notifies nothing (S4) and its error is
+/// returned; the overlapped object holds that error and the buffers.
+pub(crate) fn start(op: Arc<Op>) -> Result<Started> {
+    let sock = op.sock.clone();
+    let mut queues = lock(&sock.queues);
+    let refusal = if queues.closed {
+        Some(Error::new(codes::WSAENOTSOCK))
+    } else if sock.is_reset() {
+        Some(Error::new(codes::WSAECONNRESET)) // S11: later operations fail at once.
+    } else {
+        None
+    };
+    if let Some(error) = refusal {
+        drop(queues);
+        op.finish(Completion::failed(error, 0), false);
+        return Err(error);
+    }
+    let dir = &mut queues.dirs[op.dir as usize];
+    if dir.is_busy() {
+        dir.waiting.push_back(op);
+        return Ok(Started::Pending);
+    }
+    match op.try_now() {
+        Step::Finished(completion) => {
+            drop(queues);
+            match completion.error {
+                Some(error) => {
+                    op.finish(completion, false);
+                    Err(error)
+                }
+                None => {
+                    Counters::bump(&COUNTERS.immediate);
+                    let bytes = completion.bytes;
+                    op.finish(completion, true); // S3: done at once still notifies.
+                    Ok(Started::Done(bytes))
+                }
+            }
+        }
+        Step::More | Step::WouldBlock => match submit(&op) {
+            Ok(()) => {
+                dir.in_flight = Some(op);
+                Ok(Started::Pending)
+            }
+            Err(error) => {
+                drop(queues);
+                op.finish(Completion::failed(error, 0), false);
+                Err(error)
+            }
+        },
+    }
+}
+
+/// Hands the operation to the backend, giving the kernel one strong reference as `user_data`.
+fn submit(op: &Arc<Op>) -> Result<()> {
+    let backend = driver::backend()?;
+    let user_data = Arc::into_raw(op.clone()) as u64;
+    // SAFETY: the request points into the record and its buffers, which the reference just given
+    // to the kernel keeps alive until `complete` takes it back; the engine touches that memory
+    // only after the completion.
+    match unsafe { backend.submit(user_data, op.request()) } {
+        Ok(()) => Ok(()),
+        Err(error) => {
+            // SAFETY: the backend refused the request, so the reference was not given away.
+            drop(unsafe { Arc::from_raw(user_data as *const Op) });
+            Err(error)
+        }
+    }
+}
+
+/// Takes one kernel completion: continues the operation, or records its result, notifies, and
+/// starts the next operation of its queue.
+///
+/// # Safety
+/// `user_data` must come from [`submit`] and be completed only once.
+pub(crate) unsafe fn complete(user_data: u64, result: i32) {
+    // SAFETY: the caller's contract: this is the reference `submit` gave the kernel.
+    let op = unsafe { Arc::from_raw(user_data as *const Op) };
+    let mut finished = Finished::new();
+    match op.absorb(result) {
+        Step::More | Step::WouldBlock => {
+            let mut queues = lock(&op.sock.queues);
+            if op.is_cancelled() {
+                // A cancel came between two kernel requests of this operation and found nothing.
+                let aborted = Completion::aborted(op.abort_code());
+                finished.push((op.clone(), aborted));
+            } else if let Err(error) = submit(&op) {
+                finished.push((op.clone(), Completion::failed(error, 0)));
+            }
+            if !finished.is_empty() {
+                queues.dirs[op.dir as usize].in_flight = None;
+                start_waiting(&op.sock, &mut queues, op.dir, &mut finished);
+            }
+        }
+        Step::Finished(completion) => {
+            finished.push((op.clone(), completion));
+            let mut queues = lock(&op.sock.queues);
+            queues.dirs[op.dir as usize].in_flight = None;
+            start_waiting(&op.sock, &mut queues, op.dir, &mut finished);
+        }
+    }
+    notify_all(finished);
+}
+
+/// Starts the waiting operations of one direction until one has to wait for the kernel.
+fn start_waiting(
+    sock: &crate::socket::SockInner,
+    queues: &mut Queues,
+    dir: Dir,
+    finished: &mut Finished,
+) {
+    let queue = &mut queues.dirs[dir as usize];
+    while let Some(next) = queue.waiting.pop_front() {
+        if sock.is_reset() {
+            finished.push((
+                next,
+                Completion::failed(Error::new(codes::WSAECONNRESET), 0),
+            ));
+            continue;
+        }
+        match next.try_now() {
+            Step::Finished(completion) => finished.push((next, completion)),
+            Step::More | Step::WouldBlock => match submit(&next) {
+                Ok(()) => {
+                    queue.in_flight = Some(next);
+                    return;
+                }
+                Err(error) => finished.push((next, Completion::failed(error, 0))),
+            },
+        }
+    }
+}
+
+/// Cancels one operation (S33): a waiting one completes aborted now; the one in the kernel is
+/// asked to stop and completes exactly once, aborted or with its real result if it won the race.
+/// `ERROR_NOT_FOUND` if the operation is not pending.
+pub(crate) fn cancel(op: &Arc<Op>, code: u32) -> Result<()> {
+    let mut queues = lock(&op.sock.queues);
+    let dir = &mut queues.dirs[op.dir as usize];
+    if let Some(pos) = dir.waiting.iter().position(|o| Arc::ptr_eq(o, op)) {
+        let removed = dir.waiting.remove(pos).expect("position is in range");
+        drop(queues);
+        removed.finish(Completion::aborted(code), true);
+        return Ok(());
+    }
+    match &dir.in_flight {
+        Some(current) if Arc::ptr_eq(current, op) => {
+            op.mark_cancelled(code);
+            // The queue's reference keeps the record, and so its user_data, alive while the
+            // cancel request is submitted (the backend's contract on `cancel`).
+            driver::backend()?.cancel(Arc::as_ptr(op) as u64)
+        }
+        _ => Err(Error::new(codes::ERROR_NOT_FOUND)),
+    }
+}
+
+/// Closes a socket's queues (S34): waiting operations complete with `WSAECONNABORTED` now; the
+/// ones in the kernel are cancelled and complete with it when the kernel lets go of them. New
+/// operations are refused.
+pub(crate) fn close(sock: &crate::socket::SockInner) {
+    let mut finished = Finished::new();
+    {
+        let mut queues = lock(&sock.queues);
+        queues.closed = true;
+        for dir in queues.dirs.iter_mut() {
+            for op in dir.waiting.drain(..) {
+                finished.push((op, Completion::aborted(codes::WSAECONNABORTED)));
+            }
+            if let Some(op) = &dir.in_flight {
+                op.mark_cancelled(codes::WSAECONNABORTED);
+                if let Ok(backend) = driver::backend() {
+                    // Nothing more can be done if the kernel refuses the cancel request: the
+                    // operation then completes on its own, and its record keeps the socket open.
+                    let _ = backend.cancel(Arc::as_ptr(op) as u64);
+                }
+            }
+        }
+    }
+    notify_all(finished);
+}

@@ -1,0 +1,301 @@
+//! Event objects (`WSACreateEvent`, `CreateEvent`) and waiting on many of them
+//! (`WSAWaitForMultipleEvents`).
+//!
+//! An event is a flag that threads can wait for. A manual-reset event stays signalled until
+//! someone resets it; an auto-reset event is consumed by the one wait it satisfies (S20, S23). An
+//! operation started with an event resets it, and its completion signals it (S21). Completions are
+//! delivered by the engine's own thread, so an event becomes signalled even while no thread of the
+//! program is inside the library (S25).
+//!
+//! Waiting registers a [`Waiter`] with every event in the list and sleeps on it; setting an event
+//! wakes the waiters registered with it, which then look again. Any thread may set, reset or wait.
+
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::error::{codes, Error, Result};
+
+/// An event object: manual- or auto-reset, shareable between threads (clones name the same event).
+#[derive(Clone)]
+pub struct Event {
+    inner: Arc<EventInner>,
+}
+
+struct EventInner {
+    manual_reset: bool,
+    state: Mutex<EventState>,
+}
+
+struct EventState {
+    signalled: bool,
+    waiters: Vec<Arc<Waiter>>,
+}
+
+/// What a wait on events returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaitResult {
+    /// The event at this index of the list satisfied the wait (the lowest signalled one when
+    /// waiting for any; 0 when waiting for all).
+    Signalled(usize),
+    /// The timeout passed first.
+    Timeout,
+}
+
+/// Whether a wait on several events needs one of them or all of them at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaitFor {
+    /// Return as soon as any event is signalled.
+    Any,
+    /// Return only when every event is signalled at the same moment.
+    All,
+}
+
+/// A sleeping thread that events wake. Wakes are remembered until the next [`Waiter::arm`], so a
+/// wake that comes between registering and sleeping is never lost.
+pub(crate) struct Waiter {
+    woken: Mutex<bool>,
+    cond: Condvar,
+}
+
+impl Waiter {
+    pub(crate) fn new() -> Arc<Waiter> {
+        Arc::new(Waiter {
+            woken: Mutex::new(false),
+            cond: Condvar::new(),
+        })
+    }
+
+    /// Forgets earlier wakes, before a new round of looking and registering.
+    pub(crate) fn arm(&self) {
+        *lock(&self.woken) = false;
+    }
+
+    pub(crate) fn wake(&self) {
+        *lock(&self.woken) = true;
+        self.cond.notify_one();
+    }
+
+    /// Sleeps until woken or until the deadline; returns false when the deadline passed unwoken.
+    pub(crate) fn sleep(&self, deadline: Option<Instant>) -> bool {
+        let mut woken = lock(&self.woken);
+        while !*woken {
+            match deadline {
+                None => woken = self.cond.wait(woken).unwrap_or_else(|e| e.into_inner()),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return false;
+                    }
+                    woken = self
+                        .cond
+                        .wait_timeout(woken, d - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+            }
+        }
+        true
+    }
+}
+
+/// Locks a mutex, ignoring poisoning: the library's critical sections leave state consistent
+/// even if a panic unwinds through them.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Event {
+    /// A manual-reset event, initially not signalled (`WSACreateEvent`).
+    pub fn new() -> Event {
+        Event::with_mode(true, false)
+    }
+
+    /// An auto-reset event, initially not signalled: a satisfied wait consumes it.
+    pub fn new_auto_reset() -> Event {
+        Event::with_mode(false, false)
+    }
+
+    /// An event with an explicit reset mode and initial state (`CreateEvent`).
+    pub fn with_mode(manual_reset: bool, initially_signalled: bool) -> Event {
+        Event {
+            inner: Arc::new(EventInner {
+                manual_reset,
+                state: Mutex::new(EventState {
+                    signalled: initially_signalled,
+                    waiters: Vec::new(),
+                }),
+            }),
+        }
+    }
+
+    /// Whether this is a manual-reset event.
+    pub fn is_manual_reset(&self) -> bool {
+        self.inner.manual_reset
+    }
+
+    /// Signals the event and wakes the threads waiting on it (`WSASetEvent`).
+    pub fn set(&self) {
+        let waiters = {
+            let mut st = lock(&self.inner.state);
+            st.signalled = true;
+            st.waiters.clone()
+        };
+        for w in waiters {
+            w.wake();
+        }
+    }
+
+    /// Clears the event (`WSAResetEvent`).
+    pub fn reset(&self) {
+        lock(&self.inner.state).signalled = false;
+    }
+
+    /// Whether the event is signalled now; never consumes an auto-reset event.
+    pub fn is_set(&self) -> bool {
+        lock(&self.inner.state).signalled
+    }
+
+    /// Waits for this event; returns false on timeout. `None` waits forever.
+    pub fn wait(&self, timeout: Option<Duration>) -> bool {
+        matches!(
+            wait_for_events(&[self], WaitFor::Any, timeout),
+            Ok(WaitResult::Signalled(_))
+        )
+    }
+
+    /// Whether two handles name the same event.
+    pub fn same_as(&self, other: &Event) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    /// Takes the signal if it is there (consuming it for an auto-reset event), else registers
+    /// `waiter` to be woken when it comes.
+    fn take_or_register(&self, waiter: Option<&Arc<Waiter>>) -> bool {
+        let mut st = lock(&self.inner.state);
+        if st.signalled {
+            if !self.inner.manual_reset {
+                st.signalled = false;
+            }
+            return true;
+        }
+        if let Some(w) = waiter {
+            st.waiters.push(w.clone());
+        }
+        false
+    }
+
+    fn deregister(&self, waiter: &Arc<Waiter>) {
+        lock(&self.inner.state)
+            .waiters
+            .retain(|w| !Arc::ptr_eq(w, waiter));
+    }
+}
+
+impl Default for Event {
+    fn default() -> Event {
+        Event::new()
+    }
+}
+
+impl std::fmt::Debug for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Event")
+            .field("manual_reset", &self.inner.manual_reset)
+            .field("signalled", &self.is_set())
+            .finish()
+    }
+}
+
+/// Waits on any number of events (S23, S24).
+///
+/// With [`WaitFor::Any`] it returns the lowest index among the signalled events, consuming that
+/// one if it is auto-reset; with [`WaitFor::All`] it returns `Signalled(0)` only when all are
+/// signalled at the same moment, consuming the auto-reset ones together. A zero timeout only
+/// polls; `None` waits forever. An empty list, or the same event twice in a wait for all, is
+/// `WSA_INVALID_PARAMETER`. Unlike Windows there is no 64-event cap here (the `winsock` facade
+/// keeps it).
+pub fn wait_for_events(
+    events: &[&Event],
+    wait_for: WaitFor,
+    timeout: Option<Duration>,
+) -> Result<WaitResult> {
+    if events.is_empty() {
+        return Err(Error::new(codes::WSA_INVALID_PARAMETER));
+    }
+    if wait_for == WaitFor::All && has_duplicates(events) {
+        return Err(Error::new(codes::WSA_INVALID_PARAMETER));
+    }
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let polling = timeout == Some(Duration::ZERO);
+    let waiter = Waiter::new();
+    loop {
+        waiter.arm();
+        let register = if polling { None } else { Some(&waiter) };
+        if let Some(i) = take(events, wait_for, register) {
+            return Ok(WaitResult::Signalled(i));
+        }
+        if polling {
+            return Ok(WaitResult::Timeout);
+        }
+        let woken = waiter.sleep(deadline);
+        events.iter().for_each(|e| e.deregister(&waiter));
+        if !woken {
+            // One last look, so that a signal racing with the deadline is not reported as a timeout.
+            let found = take(events, wait_for, None);
+            return Ok(found.map_or(WaitResult::Timeout, WaitResult::Signalled));
+        }
+    }
+}
+
+fn take(events: &[&Event], wait_for: WaitFor, waiter: Option<&Arc<Waiter>>) -> Option<usize> {
+    match wait_for {
+        WaitFor::Any => take_any(events, waiter),
+        WaitFor::All => take_all(events, waiter),
+    }
+}
+
+fn has_duplicates(events: &[&Event]) -> bool {
+    let mut addrs: Vec<*const EventInner> = events.iter().map(|e| Arc::as_ptr(&e.inner)).collect();
+    addrs.sort_unstable();
+    addrs.windows(2).any(|w| w[0] == w[1])
+}
+
+/// Looks at the events in order and takes the first signalled one; registers the waiter with the
+/// ones before it, and with all of them when none is signalled.
+fn take_any(events: &[&Event], waiter: Option<&Arc<Waiter>>) -> Option<usize> {
+    for (i, e) in events.iter().enumerate() {
+        if e.take_or_register(waiter) {
+            if let Some(w) = waiter {
+                events[..i].iter().for_each(|e| e.deregister(w));
+            }
+            return Some(i);
+        }
+    }
+    None
+}
+
+/// Takes all the events at once if all are signalled; else registers the waiter with each.
+/// The locks are taken in address order, so two threads waiting on overlapping sets cannot
+/// deadlock.
+fn take_all(events: &[&Event], waiter: Option<&Arc<Waiter>>) -> Option<usize> {
+    let mut order: Vec<&Event> = events.to_vec();
+    order.sort_unstable_by_key(|e| Arc::as_ptr(&e.inner));
+    let mut guards: Vec<(MutexGuard<'_, EventState>, bool)> = order
+        .iter()
+        .map(|e| (lock(&e.inner.state), e.inner.manual_reset))
+        .collect();
+    if guards.iter().all(|(st, _)| st.signalled) {
+        for (st, manual) in guards.iter_mut() {
+            if !*manual {
+                st.signalled = false;
+            }
+        }
+        return Some(0);
+    }
+    if let Some(w) = waiter {
+        for (st, _) in guards.iter_mut() {
+            st.waiters.push(w.clone());
+        }
+    }
+    None
+}

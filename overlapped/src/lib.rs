@@ -1,0 +1,65 @@
+//! Windows' Overlapped IO model for sockets, on Linux.
+//!
+//! An overlapped operation (send, receive, send-to, receive-from) returns at once: either it is
+//! done, with a byte count, or it is pending ([`Started`]). Each outstanding operation has its own
+//! [`Overlapped`] object, which owns the operation's buffers — a scatter/gather list of owned
+//! buffers ([`IoBuf`]) — until the kernel is done with them, then hands them back with the
+//! [`Completion`]. A program learns that an operation finished through the [`Event`] of its
+//! overlapped object (wait on one or many with [`wait_for_events`]), or by asking the object,
+//! waiting or not ([`Overlapped::completion`]).
+//!
+//! ```no_run
+//! use overlapped::{Event, Overlapped, Socket, Started};
+//!
+//! # fn main() -> overlapped::Result<()> {
+//! let sock = Socket::connect_tcp("127.0.0.1:9190".parse().unwrap())?;
+//! let ov = Overlapped::with_event(Event::new());
+//! match sock.send(&ov, vec![b"Network is Computer!".to_vec()], 0)? {
+//!     Started::Done(n) => println!("sent {n} bytes at once"),
+//!     Started::Pending => println!("pending"),
+//! }
+//! ov.event().unwrap().wait(None);
+//! let sent = ov.result(false)?;
+//! let bufs = ov.take_buffers()?; // the buffers come back
+//! # let _ = (sent, bufs);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The numbered promises of the model (S1…S48) are written in the project's SPEC; the code and
+//! the tests cite them.
+//!
+//! # Design
+//! Operations run on io_uring ([`driver`]). The engine first tries an operation without blocking,
+//! so that "done at once" is real; what would block goes to the kernel, whose completions a
+//! reaper thread turns into exactly one notification each: the result is recorded in the
+//! overlapped object, then its event is signalled — even when no thread of the program is inside
+//! the library. Buffers belong to the operation until its last kernel completion (S15): dropping
+//! the overlapped object or the socket cancels the operation, and the buffers are freed only when
+//! the kernel has let go.
+//!
+//! The [`winsock`] module keeps Win32's names, return values and numeric codes, so that a Winsock
+//! program ports line by line.
+//!
+//! Requires Linux 5.6 or later (io_uring with `RECVMSG`, `SENDMSG`, `POLL_ADD`, `ASYNC_CANCEL`).
+
+#![deny(missing_docs, unsafe_op_in_unsafe_fn)]
+
+mod addr;
+mod buf;
+pub mod driver;
+mod engine;
+mod error;
+mod event;
+pub mod flags;
+mod op;
+mod overlapped;
+mod socket;
+pub mod winsock;
+
+pub use buf::{IoBuf, IoBufMut, MAX_BUFFERS};
+pub use driver::{backend_info, stats, BackendInfo, BackendKind, Stats};
+pub use error::{code_for_errno, code_name, codes, Error, Result};
+pub use event::{wait_for_events, Event, WaitFor, WaitResult};
+pub use overlapped::{Completion, Overlapped, Started};
+pub use socket::{Family, Kind, Socket};

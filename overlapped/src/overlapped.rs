@@ -1,0 +1,275 @@
+//! The overlapped object (`WSAOVERLAPPED`): one outstanding operation's state, result and
+//! buffers.
+//!
+//! An [`Overlapped`] is created once and reused for one operation after another (S13). While an
+//! operation is pending it owns the operation's buffers (S15); when the operation finishes it
+//! holds the [`Completion`] (status, byte count, flags, sender address) and hands the buffers back
+//! through [`Overlapped::take_buffers`]. Its optional [`Event`] is reset when an operation starts
+//! and signalled when it completes (S21).
+//!
+//! Dropping the object while its operation is pending cancels the operation; the buffers stay
+//! with the operation until the kernel has let go of them, then are freed.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use crate::engine;
+use crate::error::{codes, Error, Result};
+use crate::event::{lock, Event};
+use crate::op::{Op, Target};
+
+/// How a call that starts an operation returned (S2).
+#[must_use = "a pending operation's result must be collected from its overlapped object"]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Started {
+    /// Completed at once with this many bytes. The notification still fires (S3).
+    Done(usize),
+    /// Will complete later (`WSA_IO_PENDING`).
+    Pending,
+}
+
+/// The result of a finished operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Completion {
+    /// The error, or `None` for success. A truncated datagram has `WSAEMSGSIZE` here and its
+    /// byte count and `MSG_PARTIAL` below (S12).
+    pub error: Option<Error>,
+    /// Bytes transferred (`InternalHigh`, `cbTransfer`).
+    pub bytes: usize,
+    /// Flags out, Windows values (`lpdwFlags`, S19): `MSG_PARTIAL`, `MSG_OOB`.
+    pub flags: u32,
+    /// The sender of a datagram, for receive-from.
+    pub from: Option<SocketAddr>,
+}
+
+impl Completion {
+    pub(crate) fn ok(bytes: usize, flags: u32, from: Option<SocketAddr>) -> Completion {
+        Completion {
+            error: None,
+            bytes,
+            flags,
+            from,
+        }
+    }
+
+    pub(crate) fn failed(error: Error, bytes: usize) -> Completion {
+        Completion {
+            error: Some(error),
+            bytes,
+            flags: 0,
+            from: None,
+        }
+    }
+
+    pub(crate) fn aborted(code: u32) -> Completion {
+        Completion::failed(Error::with_errno(code, libc::ECANCELED), 0)
+    }
+
+    /// The byte count, or the error (what `WSAGetOverlappedResult` returns).
+    pub fn result(&self) -> Result<usize> {
+        match self.error {
+            Some(e) => Err(e),
+            None => Ok(self.bytes),
+        }
+    }
+}
+
+/// An overlapped object owning buffers of type `B` while its operation is pending.
+pub struct Overlapped<B = Vec<u8>> {
+    core: Arc<OvCore<B>>,
+}
+
+struct OvCore<B> {
+    state: Mutex<OvState<B>>,
+    finished: Condvar,
+    event: Option<Event>,
+}
+
+struct OvState<B> {
+    phase: Phase,
+    bufs: Option<Vec<B>>,
+    completion: Option<Completion>,
+    /// The pending operation, for cancellation; weak, as the operation owns this object.
+    op: Weak<Op>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Phase {
+    Idle,
+    Pending,
+    Done,
+}
+
+impl<B: Send + 'static> Overlapped<B> {
+    /// An overlapped object with no event: learn of completion by asking it, or through a
+    /// completion routine or port.
+    pub fn new() -> Overlapped<B> {
+        Overlapped::build(None)
+    }
+
+    /// An overlapped object whose operations signal `event` when they complete (`hEvent`).
+    pub fn with_event(event: Event) -> Overlapped<B> {
+        Overlapped::build(Some(event))
+    }
+
+    fn build(event: Option<Event>) -> Overlapped<B> {
+        Overlapped {
+            core: Arc::new(OvCore {
+                state: Mutex::new(OvState {
+                    phase: Phase::Idle,
+                    bufs: None,
+                    completion: None,
+                    op: Weak::new(),
+                }),
+                finished: Condvar::new(),
+                event,
+            }),
+        }
+    }
+
+    /// The event this object signals.
+    pub fn event(&self) -> Option<&Event> {
+        self.core.event.as_ref()
+    }
+
+    /// Whether an operation is pending (S14: `Internal == STATUS_PENDING`).
+    pub fn is_pending(&self) -> bool {
+        lock(&self.core.state).phase == Phase::Pending
+    }
+
+    /// The result of the last operation (`WSAGetOverlappedResult`): with `wait`, blocks until it
+    /// completes (S17); without, a pending operation is `WSA_IO_INCOMPLETE` (S16). The completion
+    /// stays readable until the next operation starts.
+    pub fn completion(&self, wait: bool) -> Result<Completion> {
+        self.completion_timeout(if wait { None } else { Some(Duration::ZERO) })
+    }
+
+    /// As [`Overlapped::completion`], waiting at most `timeout` (`None`: forever);
+    /// `WSA_IO_INCOMPLETE` if the operation is still pending then.
+    pub fn completion_timeout(&self, timeout: Option<Duration>) -> Result<Completion> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut st = lock(&self.core.state);
+        loop {
+            match st.phase {
+                Phase::Idle => return Err(Error::new(codes::WSAEINVAL)),
+                Phase::Done => {
+                    return Ok(st.completion.expect("a finished operation has a result"))
+                }
+                Phase::Pending => {}
+            }
+            st = match deadline {
+                None => self
+                    .core
+                    .finished
+                    .wait(st)
+                    .unwrap_or_else(|e| e.into_inner()),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return Err(Error::new(codes::WSA_IO_INCOMPLETE));
+                    }
+                    let waited = self.core.finished.wait_timeout(st, d - now);
+                    waited.unwrap_or_else(|e| e.into_inner()).0
+                }
+            };
+        }
+    }
+
+    /// The byte count of the last operation, or its error: [`Overlapped::completion`] reduced to
+    /// what `WSAGetOverlappedResult` returns.
+    pub fn result(&self, wait: bool) -> Result<usize> {
+        self.completion(wait)?.result()
+    }
+
+    /// Takes back the buffers of the last operation once it is over, failed or not.
+    /// `WSA_IO_INCOMPLETE` while it is pending; `WSAEINVAL` if there are none to take.
+    pub fn take_buffers(&self) -> Result<Vec<B>> {
+        let mut st = lock(&self.core.state);
+        match st.phase {
+            Phase::Pending => Err(Error::new(codes::WSA_IO_INCOMPLETE)),
+            _ => st.bufs.take().ok_or(Error::new(codes::WSAEINVAL)),
+        }
+    }
+
+    /// Cancels the pending operation (`CancelIoEx(socket, ov)`, S33). It completes exactly once:
+    /// `WSA_OPERATION_ABORTED`, or its real result if it won the race. `ERROR_NOT_FOUND` if
+    /// nothing is pending.
+    pub fn cancel(&self) -> Result<()> {
+        let op = lock(&self.core.state).op.upgrade();
+        match op {
+            Some(op) => engine::cancel(&op, codes::WSA_OPERATION_ABORTED),
+            None => Err(Error::new(codes::ERROR_NOT_FOUND)),
+        }
+    }
+
+    /// Marks the object pending with `bufs` and resets its event (S21). A pending object is
+    /// refused (S13): `WSAEINVAL` with errno `EBUSY`, and `bufs` are dropped.
+    pub(crate) fn begin(&self, bufs: Vec<B>) -> Result<()> {
+        {
+            let mut st = lock(&self.core.state);
+            if st.phase == Phase::Pending {
+                return Err(Error::with_errno(codes::WSAEINVAL, libc::EBUSY));
+            }
+            st.phase = Phase::Pending;
+            st.bufs = Some(bufs);
+            st.completion = None;
+            st.op = Weak::new();
+        }
+        if let Some(event) = &self.core.event {
+            event.reset();
+        }
+        Ok(())
+    }
+
+    /// Remembers the pending operation, for cancellation.
+    pub(crate) fn attach(&self, op: &Arc<Op>) {
+        let mut st = lock(&self.core.state);
+        if st.phase == Phase::Pending {
+            st.op = Arc::downgrade(op);
+        }
+    }
+
+    /// The receiver of the result, type-erased for the operation record.
+    pub(crate) fn target(&self) -> Arc<dyn Target> {
+        self.core.clone()
+    }
+}
+
+impl<B: Send + 'static> Default for Overlapped<B> {
+    fn default() -> Overlapped<B> {
+        Overlapped::new()
+    }
+}
+
+impl<B> Drop for Overlapped<B> {
+    fn drop(&mut self) {
+        let op = lock(&self.core.state).op.upgrade();
+        if let Some(op) = op {
+            // The operation keeps the buffers until the kernel is done; whether the cancel found
+            // it or it had already finished, nothing more is owed here.
+            let _ = engine::cancel(&op, codes::WSA_OPERATION_ABORTED);
+        }
+    }
+}
+
+impl<B> std::fmt::Debug for Overlapped<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let st = lock(&self.core.state);
+        f.debug_struct("Overlapped")
+            .field("phase", &st.phase)
+            .field("completion", &st.completion)
+            .finish()
+    }
+}
+
+impl<B: Send> Target for OvCore<B> {
+    fn finish(&self, completion: Completion) {
+        let mut st = lock(&self.state);
+        st.phase = Phase::Done;
+        st.completion = Some(completion);
+        st.op = Weak::new();
+        drop(st);
+        self.finished.notify_all();
+    }
+}

@@ -1,0 +1,468 @@
+//! Overlapped sockets (`WSASocket(..., WSA_FLAG_OVERLAPPED)`): TCP and UDP over IPv4 and IPv6,
+//! the calls servers need to set them up, and the overlapped operations.
+//!
+//! Setting up (bind, listen, accept, connect, options) is done with ordinary blocking calls, as
+//! the chapter's programs do. Data moves with overlapped operations: [`Socket::send`],
+//! [`Socket::recv`], [`Socket::send_to`], [`Socket::recv_from`]. Each takes an [`Overlapped`]
+//! object and a list of owned buffers, and returns at once with [`Started::Done`] or
+//! [`Started::Pending`], whatever the socket's blocking mode (S1, S2).
+//!
+//! Dropping a socket with operations pending closes it as `closesocket` does (S34): each pending
+//! operation completes exactly once with `WSAECONNABORTED`, and the descriptor is closed when the
+//! kernel has let go of the last of them.
+
+use std::mem::ManuallyDrop;
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, Type};
+
+use crate::addr::RawAddr;
+use crate::buf::{iovecs_for_recv, iovecs_for_send, IoBuf, IoBufMut, MAX_BUFFERS};
+use crate::engine::{self, Queues};
+use crate::error::{codes, Error, Result};
+use crate::flags;
+use crate::op::{Dir, Mode, Op};
+use crate::overlapped::{Completion, Overlapped, Started};
+
+/// The address family of a socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    /// IPv4 (`AF_INET`).
+    V4,
+    /// IPv6 (`AF_INET6`).
+    V6,
+}
+
+impl Family {
+    /// The family of an address.
+    pub fn of(addr: &SocketAddr) -> Family {
+        if addr.is_ipv4() {
+            Family::V4
+        } else {
+            Family::V6
+        }
+    }
+}
+
+/// The kind of socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A TCP stream (`SOCK_STREAM`).
+    Stream,
+    /// A UDP datagram socket (`SOCK_DGRAM`).
+    Datagram,
+}
+
+/// An overlapped socket.
+pub struct Socket {
+    inner: Arc<SockInner>,
+}
+
+/// The part of a socket that its pending operations share; the descriptor closes when the last
+/// of them lets go.
+pub(crate) struct SockInner {
+    sock: socket2::Socket,
+    stream: bool,
+    pub(crate) queues: Mutex<Queues>,
+    /// The peer reset the connection: later operations fail at once (S11).
+    reset: AtomicBool,
+    shut_down_for_send: AtomicBool,
+}
+
+impl SockInner {
+    pub(crate) fn fd(&self) -> RawFd {
+        self.sock.as_raw_fd()
+    }
+
+    pub(crate) fn is_stream(&self) -> bool {
+        self.stream
+    }
+
+    pub(crate) fn mark_reset(&self) {
+        self.reset.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn is_reset(&self) -> bool {
+        self.reset.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn is_shut_down_for_send(&self) -> bool {
+        self.shut_down_for_send.load(Ordering::Acquire)
+    }
+
+    /// The pending socket error (`SO_ERROR`), clearing it.
+    pub(crate) fn take_error(&self) -> Option<i32> {
+        match self.sock.take_error() {
+            Ok(Some(e)) => e.raw_os_error(),
+            _ => None,
+        }
+    }
+}
+
+impl Socket {
+    /// A new overlapped socket (`WSASocket`).
+    pub fn new(family: Family, kind: Kind) -> Result<Socket> {
+        let domain = match family {
+            Family::V4 => Domain::IPV4,
+            Family::V6 => Domain::IPV6,
+        };
+        let (ty, proto) = match kind {
+            Kind::Stream => (Type::STREAM, Protocol::TCP),
+            Kind::Datagram => (Type::DGRAM, Protocol::UDP),
+        };
+        Ok(Socket::wrap(
+            socket2::Socket::new(domain, ty, Some(proto))?,
+            kind,
+        ))
+    }
+
+    /// A TCP socket bound to `addr` and listening, with `SO_REUSEADDR` set.
+    pub fn listen_tcp(addr: SocketAddr, backlog: i32) -> Result<Socket> {
+        let s = Socket::new(Family::of(&addr), Kind::Stream)?;
+        s.set_reuse_address(true)?;
+        s.bind(addr)?;
+        s.listen(backlog)?;
+        Ok(s)
+    }
+
+    /// A TCP socket connected to `addr` (a blocking connect).
+    pub fn connect_tcp(addr: SocketAddr) -> Result<Socket> {
+        let s = Socket::new(Family::of(&addr), Kind::Stream)?;
+        s.connect(addr)?;
+        Ok(s)
+    }
+
+    /// A UDP socket bound to `addr`.
+    pub fn bind_udp(addr: SocketAddr) -> Result<Socket> {
+        let s = Socket::new(Family::of(&addr), Kind::Datagram)?;
+        s.bind(addr)?;
+        Ok(s)
+    }
+
+    fn wrap(sock: socket2::Socket, kind: Kind) -> Socket {
+        Socket {
+            inner: Arc::new(SockInner {
+                sock,
+                stream: kind == Kind::Stream,
+                queues: Mutex::new(Queues::default()),
+                reset: AtomicBool::new(false),
+                shut_down_for_send: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    fn from_socket2(sock: socket2::Socket) -> Result<Socket> {
+        let kind = match sock.r#type()? {
+            Type::STREAM => Kind::Stream,
+            Type::DGRAM => Kind::Datagram,
+            _ => return Err(Error::new(codes::WSAEPROTOTYPE)),
+        };
+        Ok(Socket::wrap(sock, kind))
+    }
+
+    /// Stream or datagram.
+    pub fn kind(&self) -> Kind {
+        if self.inner.stream {
+            Kind::Stream
+        } else {
+            Kind::Datagram
+        }
+    }
+
+    /// Binds to a local address.
+    pub fn bind(&self, addr: SocketAddr) -> Result<()> {
+        Ok(self.inner.sock.bind(&addr.into())?)
+    }
+
+    /// Starts listening for connections.
+    pub fn listen(&self, backlog: i32) -> Result<()> {
+        Ok(self.inner.sock.listen(backlog)?)
+    }
+
+    /// Accepts a connection, blocking until one arrives; the new socket is overlapped too.
+    pub fn accept(&self) -> Result<(Socket, SocketAddr)> {
+        let (sock, addr) = self.inner.sock.accept()?;
+        let addr = addr.as_socket().ok_or(Error::new(codes::WSAEAFNOSUPPORT))?;
+        Ok((Socket::wrap(sock, Kind::Stream), addr))
+    }
+
+    /// Connects, blocking until the connection is made or refused.
+    pub fn connect(&self, addr: SocketAddr) -> Result<()> {
+        Ok(self.inner.sock.connect(&addr.into())?)
+    }
+
+    /// Shuts down one or both directions. After shutting down sending, sends fail with
+    /// `WSAESHUTDOWN` and the peer reads the end of the stream.
+    pub fn shutdown(&self, how: Shutdown) -> Result<()> {
+        self.inner.sock.shutdown(how)?;
+        if matches!(how, Shutdown::Write | Shutdown::Both) {
+            self.inner.shut_down_for_send.store(true, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    /// The local address.
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        let addr = self.inner.sock.local_addr()?;
+        addr.as_socket().ok_or(Error::new(codes::WSAEAFNOSUPPORT))
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> Result<SocketAddr> {
+        let addr = self.inner.sock.peer_addr()?;
+        addr.as_socket().ok_or(Error::new(codes::WSAEAFNOSUPPORT))
+    }
+
+    /// `SO_REUSEADDR`.
+    pub fn set_reuse_address(&self, on: bool) -> Result<()> {
+        Ok(self.inner.sock.set_reuse_address(on)?)
+    }
+
+    /// `SO_REUSEPORT`: several sockets may bind the same port and share its connections.
+    pub fn set_reuse_port(&self, on: bool) -> Result<()> {
+        Ok(self.inner.sock.set_reuse_port(on)?)
+    }
+
+    /// `TCP_NODELAY`.
+    pub fn set_nodelay(&self, on: bool) -> Result<()> {
+        Ok(self.inner.sock.set_tcp_nodelay(on)?)
+    }
+
+    /// Whether `TCP_NODELAY` is set.
+    pub fn nodelay(&self) -> Result<bool> {
+        Ok(self.inner.sock.tcp_nodelay()?)
+    }
+
+    /// `SO_SNDBUF`.
+    pub fn set_send_buffer_size(&self, bytes: usize) -> Result<()> {
+        Ok(self.inner.sock.set_send_buffer_size(bytes)?)
+    }
+
+    /// `SO_SNDBUF` as the kernel reports it.
+    pub fn send_buffer_size(&self) -> Result<usize> {
+        Ok(self.inner.sock.send_buffer_size()?)
+    }
+
+    /// `SO_RCVBUF`.
+    pub fn set_recv_buffer_size(&self, bytes: usize) -> Result<()> {
+        Ok(self.inner.sock.set_recv_buffer_size(bytes)?)
+    }
+
+    /// `SO_RCVBUF` as the kernel reports it.
+    pub fn recv_buffer_size(&self) -> Result<usize> {
+        Ok(self.inner.sock.recv_buffer_size()?)
+    }
+
+    /// `IPV6_V6ONLY`.
+    pub fn set_only_v6(&self, on: bool) -> Result<()> {
+        Ok(self.inner.sock.set_only_v6(on)?)
+    }
+
+    /// `SO_LINGER`; `Some(Duration::ZERO)` makes closing the socket reset the connection.
+    pub fn set_linger(&self, linger: Option<Duration>) -> Result<()> {
+        Ok(self.inner.sock.set_linger(linger)?)
+    }
+
+    /// `SO_BROADCAST`.
+    pub fn set_broadcast(&self, on: bool) -> Result<()> {
+        Ok(self.inner.sock.set_broadcast(on)?)
+    }
+
+    /// Sends the buffers, in order (`WSASend`). On a stream socket the operation completes only
+    /// when every byte has been taken (S8). Flags: `MSG_OOB`, `MSG_DONTROUTE`.
+    pub fn send<B: IoBuf>(&self, ov: &Overlapped<B>, bufs: Vec<B>, flags: u32) -> Result<Started> {
+        let iov = iovecs_for_send(&bufs);
+        let linux = flags::send_to_linux(flags);
+        self.start(ov, bufs, iov, Dir::Write, Mode::Send, None, linux)
+    }
+
+    /// Sends the buffers as one datagram to `to` (`WSASendTo`).
+    pub fn send_to<B: IoBuf>(
+        &self,
+        ov: &Overlapped<B>,
+        bufs: Vec<B>,
+        flags: u32,
+        to: SocketAddr,
+    ) -> Result<Started> {
+        let iov = iovecs_for_send(&bufs);
+        let linux = flags::send_to_linux(flags);
+        let addr = Some(RawAddr::from_socket_addr(to));
+        self.start(ov, bufs, iov, Dir::Write, Mode::Send, addr, linux)
+    }
+
+    /// Receives into the buffers, in order (`WSARecv`). On a stream it completes when any data
+    /// arrives (S8), with 0 bytes when the peer has closed (S10); buffers of zero total length
+    /// wait for data without taking it (S9). Flags: `MSG_PEEK`, `MSG_OOB`, `MSG_WAITALL`.
+    pub fn recv<B: IoBufMut>(
+        &self,
+        ov: &Overlapped<B>,
+        mut bufs: Vec<B>,
+        flags: u32,
+    ) -> Result<Started> {
+        let iov = iovecs_for_recv(&mut bufs);
+        let mode = self.recv_mode(&iov, flags);
+        let linux = flags::recv_to_linux(flags);
+        self.start(ov, bufs, iov, Dir::Read, mode, None, linux)
+    }
+
+    /// Receives one datagram and its sender's address (`WSARecvFrom`); the address is in the
+    /// completion's `from`. A datagram larger than the buffers completes with `WSAEMSGSIZE`, the
+    /// bytes that fit and `MSG_PARTIAL` (S12).
+    pub fn recv_from<B: IoBufMut>(
+        &self,
+        ov: &Overlapped<B>,
+        mut bufs: Vec<B>,
+        flags: u32,
+    ) -> Result<Started> {
+        let iov = iovecs_for_recv(&mut bufs);
+        let mode = self.recv_mode(&iov, flags);
+        let linux = flags::recv_to_linux(flags);
+        self.start(
+            ov,
+            bufs,
+            iov,
+            Dir::Read,
+            mode,
+            Some(RawAddr::empty()),
+            linux,
+        )
+    }
+
+    fn recv_mode(&self, iov: &[libc::iovec], flags: u32) -> Mode {
+        let total: usize = iov.iter().map(|v| v.iov_len).sum();
+        if self.inner.stream && total == 0 {
+            Mode::ZeroByteRecv
+        } else {
+            Mode::Recv {
+                wait_all: flags & flags::MSG_WAITALL != 0,
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn start<B: Send + 'static>(
+        &self,
+        ov: &Overlapped<B>,
+        bufs: Vec<B>,
+        iov: Vec<libc::iovec>,
+        dir: Dir,
+        mode: Mode,
+        addr: Option<RawAddr>,
+        linux_flags: Result<i32>,
+    ) -> Result<Started> {
+        let count = bufs.len();
+        ov.begin(bufs)?;
+        let checked = if count == 0 {
+            Err(Error::new(codes::WSAEINVAL)) // S6: a buffer count of 0.
+        } else if count > MAX_BUFFERS {
+            Err(Error::with_errno(codes::WSAEINVAL, libc::EMSGSIZE)) // S6: more than IOV_MAX.
+        } else {
+            linux_flags
+        };
+        let linux_flags = match checked {
+            Ok(f) => f,
+            Err(error) => {
+                ov.target().finish(Completion::failed(error, 0));
+                return Err(error);
+            }
+        };
+        let op = Arc::new(Op::new(
+            self.inner.clone(),
+            dir,
+            mode,
+            ov.target(),
+            ov.event().cloned(),
+            iov,
+            addr,
+            linux_flags,
+        ));
+        ov.attach(&op);
+        engine::start(op)
+    }
+
+    /// Closes the socket (`closesocket`): pending operations complete with `WSAECONNABORTED`.
+    pub fn close(self) {
+        drop(self)
+    }
+
+    /// The `std::net` stream for this socket, if no operation is pending on it.
+    /// `WSAEINPROGRESS` (with the socket back) if one is.
+    pub fn into_tcp_stream(self) -> std::result::Result<TcpStream, (Error, Socket)> {
+        self.into_owned_fd().map(TcpStream::from)
+    }
+
+    /// The `std::net` UDP socket for this socket, if no operation is pending on it.
+    pub fn into_udp_socket(self) -> std::result::Result<UdpSocket, (Error, Socket)> {
+        self.into_owned_fd().map(UdpSocket::from)
+    }
+
+    /// The descriptor, if no operation is pending on the socket.
+    pub fn into_owned_fd(self) -> std::result::Result<OwnedFd, (Error, Socket)> {
+        let me = ManuallyDrop::new(self);
+        // SAFETY: `me` is never used or dropped again; its Arc is moved out exactly once.
+        let inner = unsafe { std::ptr::read(&me.inner) };
+        match Arc::try_unwrap(inner) {
+            Ok(inner) => Ok(OwnedFd::from(inner.sock)),
+            Err(inner) => Err((Error::new(codes::WSAEINPROGRESS), Socket { inner })),
+        }
+    }
+}
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        engine::close(&self.inner);
+    }
+}
+
+impl std::fmt::Debug for Socket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Socket")
+            .field("fd", &self.inner.fd())
+            .field("kind", &self.kind())
+            .field("local", &self.local_addr().ok())
+            .finish()
+    }
+}
+
+impl AsRawFd for Socket {
+    fn as_raw_fd(&self) -> RawFd {
+        self.inner.fd()
+    }
+}
+
+impl AsFd for Socket {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.inner.sock.as_fd()
+    }
+}
+
+impl TryFrom<OwnedFd> for Socket {
+    type Error = Error;
+
+    /// Adopts a TCP or UDP socket descriptor.
+    fn try_from(fd: OwnedFd) -> Result<Socket> {
+        Socket::from_socket2(socket2::Socket::from(fd))
+    }
+}
+
+impl From<TcpStream> for Socket {
+    fn from(s: TcpStream) -> Socket {
+        Socket::wrap(socket2::Socket::from(s), Kind::Stream)
+    }
+}
+
+impl From<TcpListener> for Socket {
+    fn from(s: TcpListener) -> Socket {
+        Socket::wrap(socket2::Socket::from(s), Kind::Stream)
+    }
+}
+
+impl From<UdpSocket> for Socket {
+    fn from(s: UdpSocket) -> Socket {
+        Socket::wrap(socket2::Socket::from(s), Kind::Datagram)
+    }
+}
