@@ -5,17 +5,17 @@
 //! earlier ones of that direction have finished, so receives take data in the order they were
 //! posted (S7) and a stream send that the kernel took short is finished before the next one
 //! starts (S8). The operation at the head of a queue is first tried without blocking; only if the
-//! socket is not ready is it handed to the backend, and it is then the queue's `in_flight`.
+//! socket is not ready is it handed to its ring, and it is then the queue's `in_flight`.
 //!
 //! This module is the one place where an operation's final result is recorded and notified:
 //! [`start`] for what completes at once, [`complete`] for what the kernel completes, [`cancel`]
 //! and [`close`] for what never reached the kernel. Locks are taken in one order only: a socket's
-//! queues, then the backend's submission lock; no notification runs under a lock.
+//! queues, then the ring's submission lock; no notification runs under a lock.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use crate::driver::{self, Counters, COUNTERS};
+use crate::driver::{Counters, COUNTERS};
 use crate::error::{codes, Error, Result};
 use crate::event::lock;
 use crate::op::{Dir, Op, Step};
@@ -104,17 +104,16 @@ pub(crate) fn start(op: Arc<Op>) -> Result<Started> {
     }
 }
 
-/// Hands the operation to the backend, giving the kernel one strong reference as `user_data`.
+/// Hands the operation to its ring, giving the kernel one strong reference as `user_data`.
 fn submit(op: &Arc<Op>) -> Result<()> {
-    let backend = driver::backend()?;
     let user_data = Arc::into_raw(op.clone()) as u64;
     // SAFETY: the request points into the record and its buffers, which the reference just given
     // to the kernel keeps alive until `complete` takes it back; the engine touches that memory
     // only after the completion.
-    match unsafe { backend.submit(user_data, op.request()) } {
+    match unsafe { op.ring.submit(user_data, op.request()) } {
         Ok(()) => Ok(()),
         Err(error) => {
-            // SAFETY: the backend refused the request, so the reference was not given away.
+            // SAFETY: the ring refused the request, so the reference was not given away.
             drop(unsafe { Arc::from_raw(user_data as *const Op) });
             Err(error)
         }
@@ -200,8 +199,8 @@ pub(crate) fn cancel(op: &Arc<Op>, code: u32) -> Result<()> {
         Some(current) if Arc::ptr_eq(current, op) => {
             op.mark_cancelled(code);
             // The queue's reference keeps the record, and so its user_data, alive while the
-            // cancel request is submitted (the backend's contract on `cancel`).
-            driver::backend()?.cancel(Arc::as_ptr(op) as u64)
+            // cancel request is submitted (the ring's contract on `cancel`).
+            op.ring.cancel(Arc::as_ptr(op) as u64)
         }
         _ => Err(Error::new(codes::ERROR_NOT_FOUND)),
     }
@@ -221,11 +220,9 @@ pub(crate) fn close(sock: &crate::socket::SockInner) {
             }
             if let Some(op) = &dir.in_flight {
                 op.mark_cancelled(codes::WSAECONNABORTED);
-                if let Ok(backend) = driver::backend() {
-                    // Nothing more can be done if the kernel refuses the cancel request: the
-                    // operation then completes on its own, and its record keeps the socket open.
-                    let _ = backend.cancel(Arc::as_ptr(op) as u64);
-                }
+                // Nothing more can be done if the kernel refuses the cancel request: the
+                // operation then completes on its own, and its record keeps the socket open.
+                let _ = op.ring.cancel(Arc::as_ptr(op) as u64);
             }
         }
     }

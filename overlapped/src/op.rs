@@ -5,7 +5,7 @@
 //! 1. The socket builds the record from the caller's buffers; the buffers themselves move into
 //!    the overlapped object, which the record keeps alive (S15).
 //! 2. The engine ([`crate::engine`]) tries it at once without blocking ([`Op::try_now`]). If it
-//!    would block, the engine hands the backend a [`Request`] built by [`Op::request`], with one
+//!    would block, the engine hands its ring a [`Request`] built by [`Op::request`], with one
 //!    strong reference to the record as its `user_data`.
 //! 3. Each kernel result goes through [`Op::absorb`]: a stream send that was taken short (and a
 //!    `MSG_WAITALL` receive that was filled short) asks for more and is submitted again, so that
@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::addr::RawAddr;
-use crate::driver::Request;
+use crate::driver::{Request, Ring};
 use crate::error::{codes, Error};
 use crate::event::{lock, Event};
 use crate::flags;
@@ -54,6 +54,8 @@ pub(crate) trait Target: Send + Sync {
 
 pub(crate) struct Op {
     pub(crate) sock: Arc<SockInner>,
+    /// The ring that carries the operation's kernel requests.
+    pub(crate) ring: Arc<dyn Ring>,
     pub(crate) dir: Dir,
     mode: Mode,
     target: Arc<dyn Target>,
@@ -99,6 +101,7 @@ impl Op {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         sock: Arc<SockInner>,
+        ring: Arc<dyn Ring>,
         dir: Dir,
         mode: Mode,
         target: Arc<dyn Target>,
@@ -110,6 +113,7 @@ impl Op {
         let total = iov.iter().map(|v| v.iov_len).sum();
         Op {
             sock,
+            ring,
             dir,
             mode,
             target,

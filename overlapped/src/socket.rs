@@ -22,6 +22,7 @@ use socket2::{Domain, Protocol, Type};
 
 use crate::addr::RawAddr;
 use crate::buf::{iovecs_for_recv, iovecs_for_send, IoBuf, IoBufMut, MAX_BUFFERS};
+use crate::driver;
 use crate::engine::{self, Queues};
 use crate::error::{codes, Error, Result};
 use crate::flags;
@@ -370,8 +371,16 @@ impl Socket {
                 return Err(error);
             }
         };
+        let ring = match driver::shared_ring() {
+            Ok(ring) => ring.clone(),
+            Err(error) => {
+                ov.target().finish(Completion::failed(error, 0));
+                return Err(error);
+            }
+        };
         let op = Arc::new(Op::new(
             self.inner.clone(),
+            ring,
             dir,
             mode,
             ov.target(),

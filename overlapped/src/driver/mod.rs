@@ -1,24 +1,29 @@
 //! The backend contract: what the engine asks of the kernel interface below it.
 //!
-//! Every backend provides:
-//! - [`Backend::submit`]: start one kernel request ([`Request`]) tagged with a `user_data` word,
-//!   from any thread. Its result (a byte count or event mask, or `-errno`) is later passed to
-//!   [`crate::engine::complete`] exactly once, on a thread of the backend's choosing, even if no thread
-//!   of the program is inside the library at that moment (S25).
-//! - [`Backend::cancel`]: ask for an early end of the request with that `user_data`. Its
-//!   completion still arrives exactly once: `-ECANCELED`, or its real result if it won the race.
-//! - [`Backend::stats`]: counters of submissions, completions and kernel entries.
+//! A backend provides rings. A [`Ring`] is one queue of kernel requests and their completions:
+//! - [`Ring::submit`] starts one kernel request ([`Request`]) tagged with a `user_data` word, from
+//!   any thread. Its result (a byte count or event mask, or `-errno`) is later passed to
+//!   [`crate::engine::complete`] exactly once, by whichever thread reaps the ring.
+//! - [`Ring::cancel`] asks for an early end of the request with that tag. Its completion still
+//!   arrives exactly once: `-ECANCELED`, or its real result if it won the race.
+//! - [`Ring::reap`] waits (up to a timeout) for completions and delivers them; [`Ring::wake`]
+//!   makes a thread waiting in `reap` return early, from any thread.
+//!
+//! Which ring an operation goes to follows from how it notifies. Operations that signal events
+//! go to the shared ring, which a background thread reaps, so that an event becomes signalled
+//! even while no thread of the program is inside the library (S25).
 //!
 //! The engine above never blocks in the kernel on a socket: it tries each operation without
-//! blocking itself (the "done at once" of S2) and hands the backend only what would block. Which
-//! backend runs is decided once per process, when the first operation starts; [`backend_info`]
-//! tells which and why.
+//! blocking itself (the "done at once" of S2) and hands a ring only what would block. Which
+//! backend runs is decided once per process, when the first ring is needed: io_uring, unless
+//! `OVERLAPPED_BACKEND` names another; [`backend_info`] tells which and why.
 
 mod uring;
 
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use crate::error::{codes, Error, Result};
 
@@ -40,19 +45,27 @@ pub(crate) enum Request {
     PollIn { fd: RawFd },
 }
 
-/// The kernel interface that runs the operations; see the module docs for the contract.
-pub(crate) trait Backend: Send + Sync {
+/// A queue of kernel requests and their completions; see the module docs for the contract.
+pub(crate) trait Ring: Send + Sync {
     /// Starts `request`; its result goes to [`crate::engine::complete`] with `user_data`.
     ///
     /// # Safety
     /// The memory the request points to must stay valid, and not be accessed by the caller, until
     /// the completion for `user_data` has been delivered. `user_data` must not be 0 (reserved
-    /// for the backend's own requests) and must not name another request in flight.
+    /// for the ring's own requests) and must not name another request in flight.
     unsafe fn submit(&self, user_data: u64, request: Request) -> Result<()>;
 
     /// Asks the kernel to end the request tagged `user_data` early. The caller must keep that
     /// request's memory alive while this call runs, so that the tag cannot name a newer request.
     fn cancel(&self, user_data: u64) -> Result<()>;
+
+    /// Waits until completions arrive, `timeout` passes (`None`: no limit) or [`Ring::wake`] is
+    /// called, and delivers what completed. Returns the number of operation completions delivered.
+    fn reap(&self, timeout: Option<Duration>) -> Result<usize>;
+
+    /// Makes a `reap` in progress, or the next one, return.
+    #[allow(dead_code)] // Threads that reap their own rings (routines, ports) come next.
+    fn wake(&self) -> Result<()>;
 }
 
 /// Which kernel interface carries the operations.
@@ -93,8 +106,7 @@ pub struct Stats {
     pub immediate: u64,
 }
 
-/// The counters behind [`Stats`], shared by the backend and the engine.
-#[derive(Default)]
+/// The counters behind [`Stats`], shared by the backends and the engine.
 pub(crate) struct Counters {
     pub(crate) submissions: AtomicU64,
     pub(crate) completions: AtomicU64,
@@ -125,41 +137,62 @@ pub fn stats() -> Stats {
     }
 }
 
-struct Selected {
-    backend: &'static dyn Backend,
-    info: BackendInfo,
-}
+/// The environment variable that forces a backend: `uring`.
+pub const BACKEND_ENV: &str = "OVERLAPPED_BACKEND";
 
-static SELECTED: OnceLock<std::result::Result<Selected, Error>> = OnceLock::new();
+static SELECTED: OnceLock<std::result::Result<BackendInfo, Error>> = OnceLock::new();
 
-fn select() -> std::result::Result<Selected, Error> {
-    match uring::Uring::start() {
-        Ok((backend, reason)) => Ok(Selected {
-            backend,
-            info: BackendInfo {
+fn select() -> std::result::Result<BackendInfo, Error> {
+    let forced = std::env::var(BACKEND_ENV).ok();
+    match forced.as_deref() {
+        None | Some("") | Some("uring") => match uring::probe() {
+            Ok(supported) => Ok(BackendInfo {
                 kind: BackendKind::IoUring,
-                reason,
-            },
-        }),
-        Err(e) => Err(Error::with_errno(
-            codes::WSASYSCALLFAILURE,
-            e.raw_os_error().unwrap_or(libc::ENOSYS),
-        )),
+                reason: match forced {
+                    Some(_) => format!("forced by {BACKEND_ENV}=uring; {supported}"),
+                    None => supported,
+                },
+            }),
+            Err(e) => Err(Error::with_errno(
+                codes::WSASYSCALLFAILURE,
+                e.raw_os_error().unwrap_or(libc::ENOSYS),
+            )),
+        },
+        Some(_) => Err(Error::with_errno(codes::WSAEINVAL, libc::EINVAL)),
     }
 }
 
-/// The backend in use, set up on first call.
-pub(crate) fn backend() -> Result<&'static dyn Backend> {
-    match SELECTED.get_or_init(select) {
-        Ok(s) => Ok(s.backend),
-        Err(e) => Err(*e),
-    }
-}
-
-/// Which backend this process uses and why; sets it up if no operation has yet.
+/// Which backend this process uses and why; probes the kernel if no operation has yet.
 pub fn backend_info() -> Result<BackendInfo> {
-    match SELECTED.get_or_init(select) {
-        Ok(s) => Ok(s.info.clone()),
-        Err(e) => Err(*e),
+    SELECTED.get_or_init(select).clone()
+}
+
+/// A new ring of the selected backend, reaped by whoever calls its `reap`.
+pub(crate) fn new_ring() -> Result<Arc<dyn Ring>> {
+    let info = backend_info()?;
+    match info.kind {
+        BackendKind::IoUring => Ok(Arc::new(uring::Uring::new()?)),
     }
+}
+
+/// The shared ring, for operations that notify through events; a background thread reaps it.
+pub(crate) fn shared_ring() -> Result<&'static Arc<dyn Ring>> {
+    static SHARED: OnceLock<std::result::Result<Arc<dyn Ring>, Error>> = OnceLock::new();
+    let ring = SHARED.get_or_init(|| {
+        let ring = new_ring()?;
+        let reaped = ring.clone();
+        std::thread::Builder::new()
+            .name("overlapped-reaper".into())
+            .spawn(move || loop {
+                if let Err(e) = reaped.reap(None) {
+                    // No completion could be delivered any more: events would never be signalled
+                    // and buffers never released. Stopping loudly is the only honest outcome.
+                    eprintln!("overlapped: the shared ring failed: {e}");
+                    std::process::abort();
+                }
+            })
+            .map_err(Error::from)?;
+        Ok(ring)
+    });
+    ring.as_ref().map_err(|e| *e)
 }

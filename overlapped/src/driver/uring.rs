@@ -1,20 +1,21 @@
-//! The io_uring backend: one ring for the process, fed from any thread, reaped by one thread.
+//! The io_uring backend: each ring is one io_uring, fed from any thread.
 //!
-//! Any thread may push a request: pushing onto the submission queue happens under a short lock,
-//! and the pushing thread then enters the kernel to submit it. A dedicated reaper thread waits in
-//! the kernel for completions and delivers each one to [`crate::engine::complete`]. That thread is
-//! what makes an event signalled while no thread of the program is inside the library (S25).
+//! Pushing onto a ring's submission queue happens under a short lock, and the pushing thread then
+//! enters the kernel to submit. The thread that reaps the ring waits in the kernel for
+//! completions and delivers each one to [`crate::engine::complete`]; another thread wakes it by
+//! submitting a no-op.
 //!
-//! The ring is set up without `COOP_TASKRUN`: the kernel runs a request's completion work in the
+//! Rings are set up without `COOP_TASKRUN`: the kernel runs a request's completion work in the
 //! submitting thread's context, and with cooperative task running it would wait until that
 //! thread entered the kernel again, which an event-model program may never do.
 
 use std::io;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use io_uring::{opcode, types, IoUring, Probe};
 
-use super::{Backend, Counters, Request, COUNTERS};
+use super::{Counters, Request, Ring, COUNTERS};
 use crate::error::{Error, Result};
 use crate::event::lock;
 
@@ -24,48 +25,57 @@ const SQ_ENTRIES: u32 = 1024;
 /// holds at once.
 const CQ_ENTRIES: u32 = 16384;
 
+/// The opcodes the library uses, with their names for messages.
+const OPCODES: [(&str, u8); 5] = [
+    ("RECVMSG", opcode::RecvMsg::CODE),
+    ("SENDMSG", opcode::SendMsg::CODE),
+    ("POLL_ADD", opcode::PollAdd::CODE),
+    ("ASYNC_CANCEL", opcode::AsyncCancel::CODE),
+    ("NOP", opcode::Nop::CODE),
+];
+
+/// Checks that a ring can be set up and supports every opcode the library uses; returns a
+/// sentence saying so.
+pub(crate) fn probe() -> io::Result<String> {
+    let ring: IoUring = IoUring::builder().build(8)?;
+    let mut probe = Probe::new();
+    ring.submitter().register_probe(&mut probe)?;
+    if !ring.params().is_feature_ext_arg() {
+        return Err(io::Error::other(
+            "the kernel's io_uring lacks timed waits (IORING_FEAT_EXT_ARG, Linux 5.11)",
+        ));
+    }
+    if let Some((name, _)) = OPCODES.iter().find(|(_, code)| !probe.is_supported(*code)) {
+        return Err(io::Error::other(format!(
+            "the kernel's io_uring lacks the {name} opcode"
+        )));
+    }
+    let names: Vec<&str> = OPCODES.iter().map(|(name, _)| *name).collect();
+    Ok(format!(
+        "io_uring is available and supports every opcode the library uses ({})",
+        names.join(", ")
+    ))
+}
+
 pub(crate) struct Uring {
     ring: IoUring,
     /// Serialises pushes onto the submission queue (the ring's shared submission view may exist
     /// only once at a time).
     sq_lock: Mutex<()>,
+    /// Serialises reaping (the shared completion view may exist only once at a time).
+    cq_lock: Mutex<Vec<(u64, i32)>>,
 }
 
 impl Uring {
-    /// Sets up the ring, checks that the kernel supports every opcode the library uses, and
-    /// starts the reaper thread. Returns the backend and the reason it was chosen.
-    pub(crate) fn start() -> io::Result<(&'static Uring, String)> {
+    pub(crate) fn new() -> Result<Uring> {
         let ring = IoUring::builder()
             .setup_cqsize(CQ_ENTRIES)
             .build(SQ_ENTRIES)?;
-        let mut probe = Probe::new();
-        ring.submitter().register_probe(&mut probe)?;
-        let needed = [
-            ("RECVMSG", opcode::RecvMsg::CODE),
-            ("SENDMSG", opcode::SendMsg::CODE),
-            ("POLL_ADD", opcode::PollAdd::CODE),
-            ("ASYNC_CANCEL", opcode::AsyncCancel::CODE),
-        ];
-        if let Some((name, _)) = needed.iter().find(|(_, code)| !probe.is_supported(*code)) {
-            return Err(io::Error::other(format!(
-                "the kernel's io_uring lacks the {name} opcode"
-            )));
-        }
-        // The backend lives for the rest of the process: in-flight requests may point into
-        // memory the ring's reaper frees, so the ring must never be torn down under them.
-        let uring: &'static Uring = Box::leak(Box::new(Uring {
+        Ok(Uring {
             ring,
             sq_lock: Mutex::new(()),
-        }));
-        std::thread::Builder::new()
-            .name("overlapped-reaper".into())
-            .spawn(move || uring.reap_forever())?;
-        let reason = format!(
-            "io_uring ring set up ({SQ_ENTRIES} submission entries) and every opcode the library \
-             uses is supported: {}",
-            needed.map(|(name, _)| name).join(", ")
-        );
-        Ok((uring, reason))
+            cq_lock: Mutex::new(Vec::with_capacity(256)),
+        })
     }
 
     /// Pushes one entry and enters the kernel to submit it.
@@ -75,60 +85,48 @@ impl Uring {
             // SAFETY: `sq_lock` is held, so no other submission view of this ring exists.
             let mut sq = unsafe { self.ring.submission_shared() };
             // SAFETY: the entry's pointers are valid until its completion (the caller's contract
-            // on `Backend::submit`); the `AsyncCancel` entries carry no pointers.
+            // on `Ring::submit`); the cancel and no-op entries carry no pointers.
             while unsafe { sq.push(&entry) }.is_err() {
                 sq.sync();
-                self.enter_submit()?;
+                self.enter(0, None)?;
                 sq.sync();
             }
             Counters::bump(&COUNTERS.submissions);
         }
-        self.enter_submit()
+        self.enter(0, None)
     }
 
-    fn enter_submit(&self) -> Result<()> {
-        loop {
-            Counters::bump(&COUNTERS.kernel_entries);
-            match self.ring.submitter().submit() {
-                Ok(_) => return Ok(()),
-                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
-                // The completion queue is overflowing; the reaper is draining it and the entries
-                // stay queued for the next entry into the kernel.
-                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => return Ok(()),
-                Err(e) => return Err(Error::from(e)),
+    /// Enters the kernel: submits what is queued and waits for `want` completions, at most
+    /// `timeout`.
+    fn enter(&self, want: usize, timeout: Option<Duration>) -> Result<()> {
+        Counters::bump(&COUNTERS.kernel_entries);
+        let submitter = self.ring.submitter();
+        let entered = match timeout {
+            Some(t) if want > 0 => {
+                let ts = types::Timespec::from(t);
+                let args = types::SubmitArgs::new().timespec(&ts);
+                submitter.submit_with_args(want, &args)
             }
-        }
-    }
-
-    fn reap_forever(&self) -> ! {
-        let mut batch: Vec<(u64, i32)> = Vec::with_capacity(256);
-        loop {
-            Counters::bump(&COUNTERS.kernel_entries);
-            match self.ring.submitter().submit_and_wait(1) {
-                Ok(_) => {}
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) => {}
-                Err(e) => panic!("io_uring wait failed: {e}"),
-            }
+            _ => submitter.submit_and_wait(want),
+        };
+        match entered {
+            Ok(_) => Ok(()),
+            // Interrupted, timed out, or the completion queue is overflowing (the reaper is
+            // draining it, and queued entries go in at the next entry into the kernel).
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EINTR | libc::ETIME | libc::EBUSY)
+                ) =>
             {
-                // SAFETY: only this thread ever takes the completion view of the ring.
-                let cq = unsafe { self.ring.completion_shared() };
-                batch.extend(cq.map(|cqe| (cqe.user_data(), cqe.result())));
+                Ok(())
             }
-            for (user_data, result) in batch.drain(..) {
-                Counters::bump(&COUNTERS.completions);
-                if user_data == 0 {
-                    continue; // the completion of a cancel request: the target reports itself.
-                }
-                // SAFETY: every non-zero user_data on this ring was given to `submit` by the
-                // engine, which made it from `Arc::into_raw` of the operation, and each
-                // completes exactly once.
-                unsafe { crate::engine::complete(user_data, result) };
-            }
+            Err(e) => Err(Error::from(e)),
         }
     }
 }
 
-impl Backend for Uring {
+impl Ring for Uring {
     unsafe fn submit(&self, user_data: u64, request: Request) -> Result<()> {
         let entry = match request {
             Request::RecvMsg { fd, msg, flags } => opcode::RecvMsg::new(types::Fd(fd), msg)
@@ -146,5 +144,43 @@ impl Backend for Uring {
 
     fn cancel(&self, user_data: u64) -> Result<()> {
         self.push(opcode::AsyncCancel::new(user_data).build().user_data(0))
+    }
+
+    fn reap(&self, timeout: Option<Duration>) -> Result<usize> {
+        let mut slot = lock(&self.cq_lock);
+        // SAFETY: `cq_lock` is held, so no other completion view of this ring exists.
+        let empty = unsafe { self.ring.completion_shared() }.is_empty();
+        if empty && timeout != Some(Duration::ZERO) {
+            self.enter(1, timeout)?;
+        }
+        let mut batch = std::mem::take(&mut *slot);
+        {
+            // SAFETY: as above.
+            let cq = unsafe { self.ring.completion_shared() };
+            batch.extend(cq.map(|cqe| (cqe.user_data(), cqe.result())));
+        }
+        // Deliver without the lock, so that another thread can reap meanwhile.
+        drop(slot);
+        let mut delivered = 0;
+        for &(user_data, result) in &batch {
+            Counters::bump(&COUNTERS.completions);
+            if user_data == 0 {
+                continue; // a cancel's or a wake's own completion: nothing to deliver.
+            }
+            // SAFETY: every non-zero user_data on this ring was given to `submit` by the engine,
+            // which made it from `Arc::into_raw` of the operation, and each completes once.
+            unsafe { crate::engine::complete(user_data, result) };
+            delivered += 1;
+        }
+        batch.clear();
+        let mut slot = lock(&self.cq_lock);
+        if slot.capacity() < batch.capacity() {
+            *slot = batch; // keep the larger buffer for the next reap.
+        }
+        Ok(delivered)
+    }
+
+    fn wake(&self) -> Result<()> {
+        self.push(opcode::Nop::new().build().user_data(0))
     }
 }
