@@ -5,6 +5,8 @@ mod common;
 
 use std::io::Read;
 use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -130,6 +132,50 @@ fn s04_call_that_fails_at_once_signals_nothing() {
         settle_time();
         assert!(!ov.event().unwrap().is_set());
         assert!(!ov.is_pending());
+    });
+}
+
+/// S5: with no overlapped object the call behaves as a blocking call (through the Win32-named
+/// facade, where the overlapped object is optional): it returns only once the data is there,
+/// with the byte count, and the buffers stay with the caller, filled.
+#[test]
+fn s05_without_overlapped_object_the_call_blocks() {
+    use overlapped::winsock::*;
+    on_every_backend!(|| {
+        let listener = TcpListener::bind(localhost()).unwrap();
+        let s = wsa_socket(AF_INET, SOCK_STREAM, IPPROTO_TCP, WSA_FLAG_OVERLAPPED);
+        assert_ne!(s, INVALID_SOCKET);
+        assert_eq!(connect(s, &listener.local_addr().unwrap()), 0);
+        let (mut peer, _) = listener.accept().unwrap();
+        peer.set_read_timeout(Some(TIMEOUT)).unwrap();
+
+        let written = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let written = written.clone();
+            thread::spawn(move || {
+                settle_time();
+                written.store(true, Ordering::SeqCst);
+                write_all(&mut peer, b"blocking");
+                peer
+            })
+        };
+        let mut bufs = vec![vec![0; 4], vec![0; 8]];
+        let (mut bytes, mut flags) = (0, 0);
+        assert_eq!(wsa_recv(s, &mut bufs, &mut bytes, &mut flags, None), 0);
+        assert!(
+            written.load(Ordering::SeqCst),
+            "returned before the data came"
+        );
+        assert_eq!(bytes, 8);
+        assert_eq!(bufs[0], b"bloc");
+        assert_eq!(&bufs[1][..4], b"king");
+
+        let mut peer = writer.join().unwrap();
+        let mut bufs = vec![b"sent".to_vec()];
+        assert_eq!(wsa_send(s, &mut bufs, &mut bytes, 0, None), 0);
+        assert_eq!(bytes, 4);
+        assert_eq!(read_exact(&mut peer, 4), b"sent");
+        assert_eq!(closesocket(s), 0);
     });
 }
 
@@ -449,12 +495,6 @@ fn assert_truncated(c: &overlapped::Completion, sender: &Socket) {
     assert_eq!(c.bytes, 4, "the bytes that fit");
     assert_ne!(c.flags & flags::MSG_PARTIAL, 0, "MSG_PARTIAL");
     assert_eq!(c.from, Some(sender.local_addr().unwrap()));
-}
-
-fn send_datagram(from: &Socket, data: &[u8], to: std::net::SocketAddr) {
-    let ov = Overlapped::new();
-    let started = from.send_to(&ov, vec![data.to_vec()], 0, to).unwrap();
-    assert_eq!(settle(&ov, started).result(), Ok(data.len()));
 }
 
 /// S12: receive-from reports each datagram's sender, over IPv4 and IPv6; a gathered send-to is

@@ -152,6 +152,13 @@ pub fn udp_pair() -> (Socket, Socket) {
     (a, b)
 }
 
+/// Sends one datagram and checks that all of it went.
+pub fn send_datagram(from: &Socket, data: &[u8], to: SocketAddr) {
+    let ov = Overlapped::new();
+    let started = from.send_to(&ov, vec![data.to_vec()], 0, to).unwrap();
+    assert_eq!(settle(&ov, started).result(), Ok(data.len()));
+}
+
 /// Reads exactly `n` bytes from a plain stream (bounded by its read timeout).
 pub fn read_exact(peer: &mut TcpStream, n: usize) -> Vec<u8> {
     let mut data = vec![0; n];
