@@ -425,3 +425,64 @@ fn a_timed_wait_times_out_and_another_thread_can_set() {
         WSA_WAIT_EVENT_0
     );
 }
+
+#[test]
+fn closesocket_on_another_thread_ends_a_blocking_receive() {
+    let (c, a) = tcp_pair();
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let mut bufs = vec![vec![0u8; 8]];
+        let (mut recvd, mut flags) = (0, 0);
+        let r = wsa_recv(a, &mut bufs, &mut recvd, &mut flags, None);
+        tx.send((r, wsa_get_last_error(), bufs.len())).unwrap();
+    });
+    thread::sleep(Duration::from_millis(50));
+    assert!(rx.try_recv().is_err(), "S5: the receive blocks");
+    assert_eq!(closesocket(a), 0);
+    let got = rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the receive ended");
+    assert_eq!(
+        got,
+        (SOCKET_ERROR, WSAECONNABORTED, 1),
+        "S34, buffers handed back"
+    );
+    closesocket(c);
+}
+
+#[test]
+fn a_truncated_datagram_at_once_reports_the_bytes_that_fit() {
+    let (u1, _) = udp_socket();
+    let (u2, addr2) = udp_socket();
+    let mut sent = 0;
+    let r = wsa_send_to(
+        u1,
+        &mut vec![b"abcdefgh".to_vec()],
+        &mut sent,
+        0,
+        &addr2,
+        None,
+    );
+    assert_eq!(r, 0);
+    let ov = WsaOverlapped::with_event(wsa_create_event());
+    let (mut recvd, mut flags) = (0, 0);
+    let r = wsa_recv_from(
+        u2,
+        &mut vec![vec![0; 3]],
+        &mut recvd,
+        &mut flags,
+        None,
+        Some(&ov),
+    );
+    if r == SOCKET_ERROR && wsa_get_last_error() == WSA_IO_PENDING {
+        assert!(!wsa_get_overlapped_result(
+            u2, &ov, &mut recvd, true, &mut flags
+        ));
+    }
+    // S12, at once or later: WSAEMSGSIZE, the bytes that fit, MSG_PARTIAL.
+    assert_eq!(wsa_get_last_error(), WSAEMSGSIZE);
+    assert_eq!((recvd, flags), (3, MSG_PARTIAL));
+    assert_eq!(ov.take_buffers().unwrap(), vec![b"abc".to_vec()]);
+    closesocket(u1);
+    closesocket(u2);
+}
