@@ -6,8 +6,8 @@
 //! `if (WSARecv(...) == SOCKET_ERROR && WSAGetLastError() != WSA_IO_PENDING)`. Rewriting that
 //! logic into idiomatic Rust while porting is where bugs come in. This module keeps the shape of
 //! the Win32 calls, so the port can be checked against the original one line at a time; it is a
-//! thin layer over the Rust API ([`Socket`](crate::Socket), [`Overlapped`](crate::Overlapped),
-//! [`Event`](crate::Event)), which new code should use instead.
+//! thin layer over the Rust API ([`Socket`](crate::Socket), [`Overlapped`], [`Event`]), which new
+//! code should use instead.
 //!
 //! # Conventions kept from Win32
 //! - Sockets are [`SOCKET`] handles (plain numbers, copied freely); a failed creation returns
