@@ -16,6 +16,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::panic::{self, AssertUnwindSafe};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -27,9 +28,10 @@ use overlapped::{Completion, Event, IoBuf, IoBufMut, Overlapped, Socket, Started
 /// The variable that forces a backend; read once per process by the library.
 pub const BACKEND_VAR: &str = "OVERLAPPED_BACKEND";
 
-/// The backends that run in child processes besides the default one. Adding a backend to the
-/// library is adding its name here.
-pub const EXTRA_BACKENDS: &[&str] = &[];
+/// The backends that run in child processes besides the default one (io_uring where the kernel
+/// allows it). Adding a backend to the library is adding its name here. Where the default is
+/// itself epoll (io_uring refused), epoll simply runs twice.
+pub const EXTRA_BACKENDS: &[&str] = &["epoll"];
 
 /// Set in a child started by [`in_child_process!`]: the body runs there, and only there.
 const CHILD_VAR: &str = "OVERLAPPED_SPEC_CHILD";
@@ -73,27 +75,38 @@ pub fn test_name_from(here: &str) -> String {
     }
 }
 
+/// Runs `body` here, then `test` in a child process per extra backend, unless a backend is
+/// already forced. Every backend runs even if an earlier one failed, so that a failure says
+/// which backends it concerns.
 pub fn on_every_backend(test: &str, body: impl FnOnce()) {
     let forced = std::env::var_os(BACKEND_VAR).is_some() || std::env::var_os(CHILD_VAR).is_some();
-    body();
+    let here = panic::catch_unwind(AssertUnwindSafe(body));
     if forced {
-        return;
+        return here.unwrap_or_else(|p| panic::resume_unwind(p));
     }
-    for backend in EXTRA_BACKENDS {
-        run_child(test, &[(BACKEND_VAR, backend)]);
+    let failures: Vec<String> = EXTRA_BACKENDS
+        .iter()
+        .filter_map(|backend| run_child(test, &[(BACKEND_VAR, backend)]).err())
+        .collect();
+    if let Err(p) = here {
+        eprintln!("{test} failed on the default backend; other backends: {failures:?}");
+        panic::resume_unwind(p);
     }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// Runs `body` in a child process running only `test` (and only there).
 pub fn in_child_process(test: &str, body: impl FnOnce()) {
     if std::env::var_os(CHILD_VAR).is_some() {
         body();
-    } else {
-        run_child(test, &[(CHILD_VAR, "1")]);
+    } else if let Err(failure) = run_child(test, &[(CHILD_VAR, "1")]) {
+        panic!("{failure}");
     }
 }
 
-/// Runs exactly one test of this binary in a child process and checks that it ran and passed.
-pub fn run_child(test: &str, env: &[(&str, &str)]) {
+/// Runs exactly one test of this binary in a child process; `Err` with its output unless it ran
+/// exactly that one test and it passed.
+pub fn run_child(test: &str, env: &[(&str, &str)]) -> Result<(), String> {
     let exe = std::env::current_exe().expect("the test binary's path");
     let out = Command::new(exe)
         .args([test, "--exact", "--nocapture", "--test-threads", "1"])
@@ -104,12 +117,14 @@ pub fn run_child(test: &str, env: &[(&str, &str)]) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     let ran_one = stdout.contains("running 1 test");
     let passed = stdout.contains("test result: ok. 1 passed");
-    assert!(
-        out.status.success() && ran_one && passed,
+    if out.status.success() && ran_one && passed {
+        return Ok(());
+    }
+    Err(format!(
         "child run of `{test}` with {env:?} failed ({}; ran one test: {ran_one}, passed: \
          {passed})\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
         out.status
-    );
+    ))
 }
 
 // ---------------------------------------------------------------------------------------------
