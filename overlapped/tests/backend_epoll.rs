@@ -50,6 +50,13 @@ fn seccomp_refusing_io_uring_falls_back_to_epoll() {
     assert!(out.contains("backend: epoll"), "{out}");
 }
 
+/// S33 on epoll: a receive cancelled while data arrives completes once, with the data or
+/// aborted, and an aborted one took nothing: every byte is received exactly once, in order.
+#[test]
+fn cancel_racing_with_data_loses_nothing_on_epoll() {
+    run_role("cancel-race", &[(BACKEND_VAR, "epoll")], &[]);
+}
+
 #[test]
 fn forcing_io_uring_where_it_is_refused_is_an_error() {
     run_role("seccomp-forced-uring", &[(BACKEND_VAR, "uring")], &[]);
@@ -101,6 +108,10 @@ fn child() {
         "unknown" => {
             let error = backend_info().expect_err("an unknown backend name");
             assert_eq!(error.code(), codes::WSAEINVAL, "{error}");
+        }
+        "cancel-race" => {
+            assert_eq!(backend_info().unwrap().kind, BackendKind::Epoll);
+            cancel_race();
         }
         other => panic!("unknown role {other:?}"),
     }
@@ -227,4 +238,56 @@ fn echo_round_trip() {
         after.submissions > before.submissions && after.completions > before.completions,
         "the pending receive went through the ring: {before:?} -> {after:?}"
     );
+}
+
+fn cancel_race() {
+    const ROUNDS: u8 = 200;
+    let (reader, writer) = tcp_pair();
+    let (mut aborted, mut won) = (0, 0);
+    for round in 0..ROUNDS {
+        let ov = Overlapped::with_event(Event::new());
+        let started = reader.recv(&ov, vec![vec![0u8; 1]], 0).unwrap();
+        assert_eq!(
+            started,
+            Started::Pending,
+            "round {round}: nothing was sent yet"
+        );
+        let send_ov = Overlapped::with_event(Event::new());
+        let sent = writer.send(&send_ov, vec![vec![round]], 0).unwrap();
+        // Not found only if the data came first and the receive is already over.
+        let cancelled = ov.cancel();
+        if let Err(e) = cancelled {
+            assert_eq!(e.code(), codes::ERROR_NOT_FOUND, "round {round}: {e}");
+            assert!(
+                !ov.is_pending() && ov.result(false) == Ok(1),
+                "round {round}"
+            );
+        }
+        assert_eq!(finished(&send_ov, sent), 1);
+        assert!(
+            ov.event().unwrap().wait(Some(TIMEOUT)),
+            "round {round}: completed"
+        );
+        let byte = match ov.completion(false).unwrap().result() {
+            Ok(1) => {
+                won += 1;
+                ov.take_buffers().unwrap()[0][0]
+            }
+            Err(e) if e.code() == codes::WSA_OPERATION_ABORTED => {
+                aborted += 1;
+                // The byte is still queued: a new receive gets it.
+                let again = Overlapped::with_event(Event::new());
+                let started = reader.recv(&again, vec![vec![0u8; 1]], 0).unwrap();
+                assert_eq!(finished(&again, started), 1);
+                again.take_buffers().unwrap()[0][0]
+            }
+            other => panic!("round {round}: unexpected result {other:?}"),
+        };
+        assert_eq!(byte, round, "every byte once, in order");
+        assert!(
+            ov.cancel().is_err(),
+            "round {round}: nothing is left to cancel"
+        );
+    }
+    println!("cancel race: {aborted} aborted, {won} won by the data");
 }
