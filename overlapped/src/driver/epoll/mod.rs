@@ -53,7 +53,12 @@ pub(crate) struct Epoll {
     /// A semaphore eventfd: each `wake` makes exactly one `reap` return.
     wake_fd: OwnedFd,
     table: Mutex<Table>,
+    /// Where results go: [`crate::engine::complete`], or a recorder in this module's tests.
+    sink: Sink,
 }
+
+/// Takes one result; see [`crate::engine::complete`] for the contract.
+type Sink = unsafe fn(u64, i32);
 
 /// Counts one system call and turns its return value into a result.
 fn syscall(ret: libc::c_int) -> io::Result<libc::c_int> {
@@ -71,6 +76,10 @@ fn errno_of(e: &io::Error) -> i32 {
 
 impl Epoll {
     pub(crate) fn new() -> Result<Epoll> {
+        Epoll::with_sink(crate::engine::complete)
+    }
+
+    fn with_sink(sink: Sink) -> Result<Epoll> {
         // SAFETY: plain system call; a non-negative result is a new descriptor that we own.
         let epoll = syscall(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
         // SAFETY: as above.
@@ -84,6 +93,7 @@ impl Epoll {
             epoll,
             wake_fd,
             table: Mutex::new(Table::default()),
+            sink,
         };
         ring.ctl(
             libc::EPOLL_CTL_ADD,
@@ -201,12 +211,13 @@ impl Epoll {
 const WAKE_EVENTS: u32 = (libc::EPOLLIN | libc::EPOLLONESHOT) as u32;
 
 /// Hands results to the engine; called with no lock held.
-fn deliver(batch: Vec<(u64, i32)>) -> usize {
+fn deliver(sink: Sink, batch: Vec<(u64, i32)>) -> usize {
     for &(user_data, result) in &batch {
         Counters::bump(&COUNTERS.completions);
-        // SAFETY: every user_data in the table was given to `submit` by the engine (made from
-        // `Arc::into_raw` of the operation), and the table hands out each one's result once.
-        unsafe { crate::engine::complete(user_data, result) };
+        // SAFETY: every user_data in the table was given to `submit` by the sink's owner (the
+        // engine makes it from `Arc::into_raw` of the operation), and the table hands out each
+        // one's result once.
+        unsafe { sink(user_data, result) };
     }
     batch.len()
 }
@@ -266,7 +277,7 @@ impl Ring for Epoll {
     fn reap(&self, timeout: Option<Duration>) -> Result<usize> {
         let early = self.table().take_finished();
         if !early.is_empty() {
-            return Ok(deliver(early));
+            return Ok(deliver(self.sink, early));
         }
         // SAFETY: all zeros is a valid epoll_event.
         let mut events: [libc::epoll_event; MAX_EVENTS] = unsafe { std::mem::zeroed() };
@@ -314,7 +325,7 @@ impl Ring for Epoll {
             }
             table.take_finished()
         };
-        Ok(deliver(batch))
+        Ok(deliver(self.sink, batch))
     }
 
     fn wake(&self) -> Result<()> {
@@ -334,3 +345,6 @@ impl Ring for Epoll {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
