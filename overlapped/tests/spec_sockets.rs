@@ -377,6 +377,25 @@ fn s09_zero_byte_receive_waits_then_completes_with_zero_leaving_the_data() {
     });
 }
 
+/// S9: a pending zero-byte receive also ends when the connection does: 0 bytes when the peer
+/// closes gracefully, WSAECONNRESET when it resets.
+#[test]
+fn s09_zero_byte_receive_ends_with_the_connection() {
+    on_every_backend!(|| {
+        let (sock, peer) = tcp_pair_std();
+        let ov = ov_with_event();
+        assert_eq!(sock.recv(&ov, vec![Vec::new()], 0), Ok(Started::Pending));
+        peer.shutdown(Shutdown::Write).unwrap();
+        assert_eq!(wait_done(&ov).result(), Ok(0));
+
+        let (sock, peer) = tcp_pair_std();
+        assert_eq!(sock.recv(&ov, vec![Vec::new()], 0), Ok(Started::Pending));
+        reset(peer);
+        let c = wait_done(&ov);
+        assert_eq!(c.error.map(|e| e.code()), Some(codes::WSAECONNRESET));
+    });
+}
+
 /// S10: when the peer closes gracefully, a receive completes successfully with 0 bytes.
 #[test]
 fn s10_graceful_close_completes_receive_with_zero_bytes() {
@@ -544,6 +563,44 @@ fn shut_down_socket_refuses_sends_and_still_receives() {
         write_all(&mut peer, b"still");
         let started = sock.recv(&ov, vec![vec![0; 8]], 0).unwrap();
         assert_eq!(settle(&ov, started).result(), Ok(5));
+    });
+}
+
+/// A closed socket's operations: closing fails a pending receive with WSAECONNABORTED and
+/// signals its event (S34); afterwards the handle names no socket, and every call on it fails at
+/// once with WSAENOTSOCK (through the Win32-named facade, where a closed handle can be named).
+#[test]
+fn closed_socket_operations_fail() {
+    use overlapped::winsock::*;
+    on_every_backend!(|| {
+        let listener = TcpListener::bind(localhost()).unwrap();
+        let s = wsa_socket(AF_INET, SOCK_STREAM, IPPROTO_TCP, WSA_FLAG_OVERLAPPED);
+        assert_eq!(connect(s, &listener.local_addr().unwrap()), 0);
+        let (_peer, _) = listener.accept().unwrap();
+        let ov = WsaOverlapped::with_event(wsa_create_event());
+        let mut bufs = vec![vec![0; 8]];
+        let (mut bytes, mut flags) = (0, 0);
+        let r = wsa_recv(s, &mut bufs, &mut bytes, &mut flags, Some(&ov));
+        assert_eq!((r, wsa_get_last_error()), (SOCKET_ERROR, WSA_IO_PENDING));
+        assert_eq!(closesocket(s), 0);
+        wait_event(&ov);
+        let err = wait_done(&ov).error.expect("aborted by the close");
+        assert_eq!(err.code(), WSAECONNABORTED);
+        assert!(wsa_reset_event(ov.event().unwrap()));
+
+        let mut bufs = vec![vec![0; 8]];
+        let r = wsa_recv(s, &mut bufs, &mut bytes, &mut flags, None);
+        assert_eq!((r, wsa_get_last_error()), (SOCKET_ERROR, WSAENOTSOCK));
+        let r = wsa_send(s, &mut bufs, &mut bytes, 0, Some(&ov));
+        assert_eq!((r, wsa_get_last_error()), (SOCKET_ERROR, WSAENOTSOCK));
+        assert!(
+            !ov.event().unwrap().is_set(),
+            "a failure at once notifies nothing"
+        );
+        assert_eq!(
+            (closesocket(s), wsa_get_last_error()),
+            (SOCKET_ERROR, WSAENOTSOCK)
+        );
     });
 }
 
