@@ -2,12 +2,15 @@
 //!
 //! - `overlapped demo` runs the chapter's scenario end to end on loopback and prints each step
 //!   (see [`demo`]).
+//! - `overlapped echo-server --model event` serves echo clients with one of the notification
+//!   models (see [`server`]).
 //!
 //! Every subcommand returns an [`failure::Outcome`]; a failure is printed on stderr as one line
 //! saying which step failed and why, and the process exits with status 1.
 
 mod demo;
 mod failure;
+mod server;
 
 use std::process::ExitCode;
 
@@ -25,12 +28,15 @@ struct Cli {
 enum Command {
     /// Run the chapter's scenario on loopback and print what happens at each step.
     Demo,
+    /// Run an echo server on one of the notification models.
+    EchoServer(server::Options),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Demo => demo::run(),
+        Command::EchoServer(options) => server::run(&options),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

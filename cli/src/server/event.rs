@@ -1,0 +1,210 @@
+//! The event model: one thread serves every connection by waiting on their events.
+//!
+//! This is the chapter's pattern. Each connection has one event and one overlapped object, and
+//! exactly one operation outstanding at any time: a receive, or the send that echoes what the
+//! receive brought. So the connection's single buffer moves receive → send → receive, the event
+//! says "the outstanding operation finished", and the overlapped object says which result it had.
+//!
+//! The serving thread waits on the accept event (index 0, see [`super::accept`]) and on every
+//! connection's event with [`wait_for_events`], which has no 64-event cap. A wait reports only the
+//! lowest signalled index, so after each wake the thread serves *every* connection whose event is
+//! set, from that index on: a connection that is always busy cannot starve those after it. Serving
+//! does one step per connection (collect the result, start the next operation) and never blocks.
+//!
+//! Whether an operation completes at once or is pending, its event is signalled when it is done
+//! (S3), so both cases take the same path: the next wait returns at once and the step is served.
+//! Before reading a result the thread resets the event, then asks the overlapped object without
+//! waiting; the engine records a result before it signals, so a result that is not there yet will
+//! set the event again.
+//!
+//! A connection ends on a graceful close (a receive of 0 bytes, S10), a reset (S11), or any
+//! failed operation; it is dropped from the list, and the server carries on.
+
+use std::net::SocketAddr;
+use std::sync::mpsc::{Receiver, TryRecvError};
+
+use overlapped::{codes, wait_for_events, Error, Event, Overlapped, Socket, WaitFor, WaitResult};
+
+use super::accept::{self, Incoming};
+use crate::failure::{Context, Failure, Outcome};
+
+/// The size of each connection's receive buffer.
+const BUF_SIZE: usize = 4096;
+
+/// Serves connections accepted on `listener` until a fatal error.
+pub fn serve(listener: Socket, verbose: bool) -> Outcome<()> {
+    let accept_event = Event::new();
+    let incoming = accept::spawn(listener, accept_event.clone())?;
+    let mut conns: Vec<Conn> = Vec::new();
+    let mut ended: Vec<usize> = Vec::new();
+    loop {
+        let first = {
+            let mut events: Vec<&Event> = Vec::with_capacity(conns.len() + 1);
+            events.push(&accept_event);
+            events.extend(conns.iter().map(|c| &c.event));
+            match wait_for_events(&events, WaitFor::Any, None).context("waiting on the events")? {
+                WaitResult::Signalled(i) => i,
+                WaitResult::Timeout => continue,
+            }
+        };
+        // Index 0 of the wait list is the accept event; index i > 0 is conns[i - 1].
+        for (i, conn) in conns.iter_mut().enumerate().skip(first.saturating_sub(1)) {
+            if !conn.event.is_set() {
+                continue;
+            }
+            if let Some(end) = conn.serve() {
+                report(conn.peer, &end, verbose);
+                ended.push(i);
+            }
+        }
+        // Highest index first, so that each swap_remove moves a connection that stays.
+        for i in ended.drain(..).rev() {
+            conns.swap_remove(i);
+        }
+        if accept_event.is_set() {
+            accept_event.reset();
+            take_new(&incoming, &mut conns, verbose)?;
+        }
+    }
+}
+
+/// Opens every connection the accepting thread has handed over.
+fn take_new(incoming: &Receiver<Incoming>, conns: &mut Vec<Conn>, verbose: bool) -> Outcome<()> {
+    loop {
+        match incoming.try_recv() {
+            Ok(Ok((sock, peer))) => match Conn::open(sock, peer) {
+                Ok(conn) => {
+                    if verbose {
+                        println!("{peer}: connected ({} open)", conns.len() + 1);
+                    }
+                    conns.push(conn);
+                }
+                Err(end) => report(peer, &end, verbose),
+            },
+            Ok(Err(failure)) => return Err(failure),
+            Err(TryRecvError::Empty) => return Ok(()),
+            Err(TryRecvError::Disconnected) => {
+                return Err(Failure::new("the accepting thread stopped"))
+            }
+        }
+    }
+}
+
+/// Why a connection ended.
+enum End {
+    /// The peer closed its side; everything it sent was echoed.
+    Closed,
+    /// An operation failed (reset, abort, ...).
+    Failed(&'static str, Error),
+    /// A send completed with fewer bytes than it was given (S8 forbids this).
+    ShortSend { sent: usize, expected: usize },
+}
+
+fn report(peer: SocketAddr, end: &End, verbose: bool) {
+    match end {
+        End::Closed if verbose => println!("{peer}: closed by the peer"),
+        End::Failed(_, e) if verbose && is_ordinary(e) => println!("{peer}: {e}"),
+        End::Closed => {}
+        End::Failed(_, e) if is_ordinary(e) => {}
+        End::Failed(what, e) => eprintln!("overlapped: {peer}: {what} failed: {e}"),
+        End::ShortSend { sent, expected } => {
+            eprintln!("overlapped: {peer}: a send completed with {sent} of {expected} bytes")
+        }
+    }
+}
+
+/// Whether an error is a normal way for a client to leave.
+fn is_ordinary(e: &Error) -> bool {
+    matches!(
+        e.code(),
+        codes::WSAECONNRESET | codes::WSAECONNABORTED | codes::WSAESHUTDOWN
+    )
+}
+
+/// The operation a connection has outstanding.
+#[derive(Clone, Copy)]
+enum Stage {
+    Receiving,
+    Sending { len: usize },
+}
+
+/// One client: its socket, its event, and the overlapped object of its one outstanding operation.
+struct Conn {
+    sock: Socket,
+    peer: SocketAddr,
+    event: Event,
+    ov: Overlapped,
+    stage: Stage,
+}
+
+impl Conn {
+    /// Takes a new connection and posts its first receive; `Err` if the connection is already
+    /// over (a client may reset it before it was accepted).
+    fn open(sock: Socket, peer: SocketAddr) -> Result<Conn, End> {
+        sock.set_nodelay(true)
+            .map_err(|e| End::Failed("setting TCP_NODELAY", e))?;
+        let event = Event::new();
+        let mut conn = Conn {
+            sock,
+            peer,
+            ov: Overlapped::with_event(event.clone()),
+            event,
+            stage: Stage::Receiving,
+        };
+        match conn.receive(vec![0; BUF_SIZE]) {
+            None => Ok(conn),
+            Some(end) => Err(end),
+        }
+    }
+
+    /// Serves the finished operation, if it has finished: a receive's data is echoed, a
+    /// finished send is followed by the next receive. `Some` when the connection is over.
+    fn serve(&mut self) -> Option<End> {
+        self.event.reset();
+        let completion = match self.ov.completion(false) {
+            Ok(c) => c,
+            // Not finished after all: its completion will set the event again.
+            Err(e) if e.code() == codes::WSA_IO_INCOMPLETE => return None,
+            Err(e) => return Some(End::Failed("reading a result", e)),
+        };
+        let mut buf = match self.ov.take_buffers() {
+            Ok(mut bufs) => bufs.pop().unwrap_or_default(),
+            Err(e) => return Some(End::Failed("taking back the buffer", e)),
+        };
+        match (self.stage, completion.result()) {
+            (Stage::Receiving, Err(e)) => Some(End::Failed("a receive", e)),
+            (Stage::Sending { .. }, Err(e)) => Some(End::Failed("a send", e)),
+            (Stage::Receiving, Ok(0)) => Some(End::Closed),
+            (Stage::Receiving, Ok(n)) => {
+                buf.truncate(n);
+                self.send(buf)
+            }
+            (Stage::Sending { len }, Ok(sent)) if sent != len => Some(End::ShortSend {
+                sent,
+                expected: len,
+            }),
+            (Stage::Sending { .. }, Ok(_)) => {
+                buf.resize(BUF_SIZE, 0);
+                self.receive(buf)
+            }
+        }
+    }
+
+    /// Posts a receive into `buf`. Done at once or pending, its event will be signalled.
+    fn receive(&mut self, buf: Vec<u8>) -> Option<End> {
+        self.stage = Stage::Receiving;
+        match self.sock.recv(&self.ov, vec![buf], 0) {
+            Ok(_started) => None,
+            Err(e) => Some(End::Failed("posting a receive", e)),
+        }
+    }
+
+    /// Echoes `data` back. Done at once or pending, its event will be signalled.
+    fn send(&mut self, data: Vec<u8>) -> Option<End> {
+        self.stage = Stage::Sending { len: data.len() };
+        match self.sock.send(&self.ov, vec![data], 0) {
+            Ok(_started) => None,
+            Err(e) => Some(End::Failed("an echo send", e)),
+        }
+    }
+}

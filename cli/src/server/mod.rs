@@ -1,0 +1,74 @@
+//! `overlapped echo-server`: an echo server on one of the notification models.
+//!
+//! Everything that does not depend on the model lives here: the options, creating the listening
+//! socket, and announcing the bound address. The announcement is the line
+//! `listening on ADDRESS:PORT`, flushed at once, so that scripts and tests that start the server
+//! with `--port 0` can read which port the kernel chose. Each model is a sibling file with one
+//! entry point taking the listener; `--model routine` and `--model port` are added by writing
+//! their file and a variant of [`Model`].
+
+mod accept;
+mod event;
+
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use clap::{Args, ValueEnum};
+use overlapped::Socket;
+
+use crate::failure::{Context, Outcome};
+
+/// How the server learns that an operation finished.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Model {
+    /// One event per connection, waited on all at once (`WSAWaitForMultipleEvents`).
+    Event,
+}
+
+impl std::fmt::Display for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Model::Event => "event (one event per connection, all waited on together)",
+        })
+    }
+}
+
+/// The options of `echo-server`.
+#[derive(Args, Debug)]
+pub struct Options {
+    /// The notification model.
+    #[arg(long, value_enum)]
+    pub model: Model,
+    /// The port to listen on; 0 lets the kernel choose one.
+    #[arg(long, default_value_t = 9190)]
+    pub port: u16,
+    /// The address to listen on.
+    #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
+    pub address: IpAddr,
+    /// Print a line for each connection that opens or closes.
+    #[arg(long, short)]
+    pub verbose: bool,
+}
+
+/// Connections queued in the kernel before the server accepts them.
+const BACKLOG: i32 = 1024;
+
+/// Binds, announces the address, and serves until killed or a fatal error.
+pub fn run(options: &Options) -> Outcome<()> {
+    let addr = SocketAddr::new(options.address, options.port);
+    let listener =
+        Socket::listen_tcp(addr, BACKLOG).context(format_args!("listening on {addr}"))?;
+    let bound = listener
+        .local_addr()
+        .context("reading the listener's address")?;
+    let backend = overlapped::backend_info().context("setting up the backend")?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "listening on {bound}")
+        .and_then(|()| writeln!(out, "model: {}; backend: {}", options.model, backend.kind))
+        .and_then(|()| out.flush())
+        .context("writing to stdout")?;
+    drop(out);
+    match options.model {
+        Model::Event => event::serve(listener, options.verbose),
+    }
+}
