@@ -15,9 +15,13 @@
 //!
 //! The engine above never blocks in the kernel on a socket: it tries each operation without
 //! blocking itself (the "done at once" of S2) and hands a ring only what would block. Which
-//! backend runs is decided once per process, when the first ring is needed: io_uring, unless
-//! `OVERLAPPED_BACKEND` names another; [`backend_info`] tells which and why.
+//! backend runs is decided once per process, when the first ring is needed: io_uring if the
+//! kernel sets up a ring and supports every opcode the library uses, else epoll, which emulates
+//! completion on readiness (old kernels; sandboxes such as Docker's default seccomp profile
+//! refuse `io_uring_setup`). `OVERLAPPED_BACKEND=uring|epoll` forces one; [`backend_info`] tells
+//! which and why.
 
+mod epoll;
 mod uring;
 
 use std::os::fd::RawFd;
@@ -73,12 +77,15 @@ pub(crate) trait Ring: Send + Sync {
 pub enum BackendKind {
     /// io_uring: the kernel completes operations itself.
     IoUring,
+    /// epoll: the library waits for readiness, then performs each operation without blocking.
+    Epoll,
 }
 
 impl std::fmt::Display for BackendKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             BackendKind::IoUring => "io_uring",
+            BackendKind::Epoll => "epoll",
         })
     }
 }
@@ -137,28 +144,82 @@ pub fn stats() -> Stats {
     }
 }
 
-/// The environment variable that forces a backend: `uring`.
+/// The environment variable that forces a backend: `uring` or `epoll`.
 pub const BACKEND_ENV: &str = "OVERLAPPED_BACKEND";
 
 static SELECTED: OnceLock<std::result::Result<BackendInfo, Error>> = OnceLock::new();
 
+/// Chooses the backend: io_uring if the kernel offers everything the library uses, else epoll,
+/// unless [`BACKEND_ENV`] forces one. A forced io_uring that the kernel lacks is an error, not a
+/// silent fallback; so is a value that names no backend.
 fn select() -> std::result::Result<BackendInfo, Error> {
     let forced = std::env::var(BACKEND_ENV).ok();
     match forced.as_deref() {
-        None | Some("") | Some("uring") => match uring::probe() {
+        None | Some("") => Ok(match uring::probe() {
+            Ok(supported) => BackendInfo {
+                kind: BackendKind::IoUring,
+                reason: supported,
+            },
+            Err(e) => BackendInfo {
+                kind: BackendKind::Epoll,
+                reason: format!("{}; using epoll", uring_failure(&e)),
+            },
+        }),
+        Some("uring") => match uring::probe() {
             Ok(supported) => Ok(BackendInfo {
                 kind: BackendKind::IoUring,
-                reason: match forced {
-                    Some(_) => format!("forced by {BACKEND_ENV}=uring; {supported}"),
-                    None => supported,
-                },
+                reason: format!("forced by {BACKEND_ENV}=uring; {supported}"),
             }),
             Err(e) => Err(Error::with_errno(
                 codes::WSASYSCALLFAILURE,
                 e.raw_os_error().unwrap_or(libc::ENOSYS),
             )),
         },
-        Some(_) => Err(Error::with_errno(codes::WSAEINVAL, libc::EINVAL)),
+        Some("epoll") => Ok(BackendInfo {
+            kind: BackendKind::Epoll,
+            reason: format!("forced by {BACKEND_ENV}=epoll"),
+        }),
+        Some(other) => {
+            // The error type carries codes only; say once, where a person will see it, what
+            // was wrong. Every operation then fails with this error.
+            eprintln!(
+                "overlapped: {BACKEND_ENV}={other:?} names no backend; use \"uring\" or \"epoll\""
+            );
+            Err(Error::with_errno(codes::WSAEINVAL, libc::EINVAL))
+        }
+    }
+}
+
+/// Says why io_uring cannot be used, naming the system call that failed when it is the ring's
+/// setup (as under a seccomp profile that forbids `io_uring_setup`).
+fn uring_failure(e: &std::io::Error) -> String {
+    let Some(errno) = e.raw_os_error() else {
+        return e.to_string(); // the kernel's io_uring lacks a feature or an opcode.
+    };
+    // strerror's words, without the "(os error N)" that Display adds.
+    let full = std::io::Error::from_raw_os_error(errno).to_string();
+    let text = full.split(" (os error").next().unwrap_or(&full);
+    let name = errno_name(errno);
+    match io_uring::IoUring::new(2) {
+        Err(setup) if setup.raw_os_error() == Some(errno) => {
+            format!("io_uring_setup failed: {text} ({name})")
+        }
+        _ => format!("io_uring is unusable: {text} ({name})"),
+    }
+}
+
+/// The symbolic name of the errors that setting up io_uring reports.
+fn errno_name(errno: i32) -> String {
+    match errno {
+        libc::EPERM => "EPERM".into(),
+        libc::ENOSYS => "ENOSYS".into(),
+        libc::EACCES => "EACCES".into(),
+        libc::ENOMEM => "ENOMEM".into(),
+        libc::EINVAL => "EINVAL".into(),
+        libc::EMFILE => "EMFILE".into(),
+        libc::ENFILE => "ENFILE".into(),
+        libc::EFAULT => "EFAULT".into(),
+        other => format!("errno {other}"),
     }
 }
 
@@ -172,6 +233,7 @@ pub(crate) fn new_ring() -> Result<Arc<dyn Ring>> {
     let info = backend_info()?;
     match info.kind {
         BackendKind::IoUring => Ok(Arc::new(uring::Uring::new()?)),
+        BackendKind::Epoll => Ok(Arc::new(epoll::Epoll::new()?)),
     }
 }
 
