@@ -139,11 +139,11 @@ impl Op {
     /// queue lock.
     pub(crate) fn mark_cancelled(&self, code: u32) {
         self.abort_code.store(code, Ordering::Relaxed);
-        self.cancelled.store(true, Ordering::Relaxed);
+        self.cancelled.store(true, Ordering::Release);
     }
 
     pub(crate) fn is_cancelled(&self) -> bool {
-        self.cancelled.load(Ordering::Relaxed)
+        self.cancelled.load(Ordering::Acquire)
     }
 
     pub(crate) fn abort_code(&self) -> u32 {

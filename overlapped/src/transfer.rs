@@ -71,8 +71,10 @@ impl Plan {
 /// its buffers, flags) (S26).
 pub trait CompletionRoutine<B>: FnOnce(Option<Error>, usize, Overlapped<B>, u32) + 'static {}
 
-impl<B, F> CompletionRoutine<B> for F where F: FnOnce(Option<Error>, usize, Overlapped<B>, u32) + 'static
-{}
+impl<B, F> CompletionRoutine<B> for F where
+    F: FnOnce(Option<Error>, usize, Overlapped<B>, u32) + 'static
+{
+}
 
 impl Socket {
     /// Sends the buffers, in order (`WSASend`). On a stream socket the operation completes only
@@ -182,7 +184,9 @@ impl Socket {
         self.start(&core, bufs, plan, Some(ticket))
             .map_err(|error| match alertable::unregister::<B, F>(id) {
                 Some(overlapped) => NotStarted { error, overlapped },
-                None => unreachable!("a routine whose operation failed at once is still registered"),
+                None => {
+                    unreachable!("a routine whose operation failed at once is still registered")
+                }
             })
     }
 
