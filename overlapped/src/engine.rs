@@ -79,7 +79,10 @@ pub(crate) fn start(op: Arc<Op>) -> Result<Started> {
             drop(queues);
             match completion.error {
                 Some(error) => {
-                    op.finish(completion, false);
+                    // A truncated datagram is a warning, not a failure, on Windows: the call
+                    // reports WSAEMSGSIZE, yet the operation completed and notifies (S3, S12).
+                    let completed = error.code() == codes::WSAEMSGSIZE;
+                    op.finish(completion, completed);
                     Err(error)
                 }
                 None => {
@@ -129,7 +132,15 @@ pub(crate) unsafe fn complete(user_data: u64, result: i32) {
     // SAFETY: the caller's contract: this is the reference `submit` gave the kernel.
     let op = unsafe { Arc::from_raw(user_data as *const Op) };
     let mut finished = Finished::new();
-    match op.absorb(result) {
+    let step = if result == -libc::ECANCELED && !op.is_cancelled() {
+        // Nobody asked for this cancel: the kernel ends a thread's io_uring requests when the
+        // thread that submitted them exits. The operation belongs to the program, not to that
+        // thread (S25), so it goes back to the kernel from here, a thread that is alive.
+        Step::WouldBlock
+    } else {
+        op.absorb(result)
+    };
+    match step {
         Step::More | Step::WouldBlock => {
             let mut queues = lock(&op.sock.queues);
             if op.is_cancelled() {

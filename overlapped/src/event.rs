@@ -13,6 +13,7 @@
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::driver::Ring;
 use crate::error::{codes, Error, Result};
 
 /// An event object: manual- or auto-reset, shareable between threads (clones name the same event).
@@ -39,6 +40,8 @@ pub enum WaitResult {
     Signalled(usize),
     /// The timeout passed first.
     Timeout,
+    /// An alertable wait ran completion routines (`WAIT_IO_COMPLETION`, S28).
+    IoCompletion,
 }
 
 /// Whether a wait on several events needs one of them or all of them at once.
@@ -55,6 +58,8 @@ pub enum WaitFor {
 pub(crate) struct Waiter {
     woken: Mutex<bool>,
     cond: Condvar,
+    /// For a thread that sleeps in its ring (an alertable wait): the ring to wake.
+    ring: Option<Arc<dyn Ring>>,
 }
 
 impl Waiter {
@@ -62,7 +67,21 @@ impl Waiter {
         Arc::new(Waiter {
             woken: Mutex::new(false),
             cond: Condvar::new(),
+            ring: None,
         })
+    }
+
+    /// A waiter for a thread that sleeps in `ring`: waking it wakes the ring.
+    pub(crate) fn waking_ring(ring: Arc<dyn Ring>) -> Arc<Waiter> {
+        Arc::new(Waiter {
+            woken: Mutex::new(false),
+            cond: Condvar::new(),
+            ring: Some(ring),
+        })
+    }
+
+    pub(crate) fn is_woken(&self) -> bool {
+        *lock(&self.woken)
     }
 
     /// Forgets earlier wakes, before a new round of looking and registering.
@@ -72,7 +91,12 @@ impl Waiter {
 
     pub(crate) fn wake(&self) {
         *lock(&self.woken) = true;
-        self.cond.notify_one();
+        match &self.ring {
+            // A failed wake leaves the thread asleep until its ring's next completion or its
+            // timeout; nothing better can be done from here.
+            Some(ring) => drop(ring.wake()),
+            None => self.cond.notify_one(),
+        }
     }
 
     /// Sleeps until woken or until the deadline; returns false when the deadline passed unwoken.
@@ -184,7 +208,7 @@ impl Event {
         false
     }
 
-    fn deregister(&self, waiter: &Arc<Waiter>) {
+    pub(crate) fn deregister(&self, waiter: &Arc<Waiter>) {
         lock(&self.inner.state)
             .waiters
             .retain(|w| !Arc::ptr_eq(w, waiter));
@@ -219,12 +243,7 @@ pub fn wait_for_events(
     wait_for: WaitFor,
     timeout: Option<Duration>,
 ) -> Result<WaitResult> {
-    if events.is_empty() {
-        return Err(Error::new(codes::WSA_INVALID_PARAMETER));
-    }
-    if wait_for == WaitFor::All && has_duplicates(events) {
-        return Err(Error::new(codes::WSA_INVALID_PARAMETER));
-    }
+    check_wait_list(events, wait_for)?;
     let deadline = timeout.map(|t| Instant::now() + t);
     let polling = timeout == Some(Duration::ZERO);
     let waiter = Waiter::new();
@@ -247,7 +266,20 @@ pub fn wait_for_events(
     }
 }
 
-fn take(events: &[&Event], wait_for: WaitFor, waiter: Option<&Arc<Waiter>>) -> Option<usize> {
+/// Refuses an empty list, and the same event twice in a wait for all (S23).
+pub(crate) fn check_wait_list(events: &[&Event], wait_for: WaitFor) -> Result<()> {
+    if events.is_empty() || (wait_for == WaitFor::All && has_duplicates(events)) {
+        return Err(Error::new(codes::WSA_INVALID_PARAMETER));
+    }
+    Ok(())
+}
+
+/// Takes a signalled event (or all of them) if the wait is satisfied; else registers `waiter`.
+pub(crate) fn take(
+    events: &[&Event],
+    wait_for: WaitFor,
+    waiter: Option<&Arc<Waiter>>,
+) -> Option<usize> {
     match wait_for {
         WaitFor::Any => take_any(events, waiter),
         WaitFor::All => take_all(events, waiter),

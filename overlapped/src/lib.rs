@@ -46,20 +46,25 @@
 #![deny(missing_docs, unsafe_op_in_unsafe_fn)]
 
 mod addr;
+mod alertable;
 mod buf;
 pub mod driver;
 mod engine;
 mod error;
 mod event;
 pub mod flags;
+mod notify;
 mod op;
 mod overlapped;
 mod socket;
+mod transfer;
 pub mod winsock;
 
+pub use alertable::{sleep_ex, wait_for_events_ex, NotStarted};
 pub use buf::{IoBuf, IoBufMut, MAX_BUFFERS};
 pub use driver::{backend_info, stats, BackendInfo, BackendKind, Stats};
 pub use error::{code_for_errno, code_name, codes, Error, Result};
 pub use event::{wait_for_events, Event, WaitFor, WaitResult};
 pub use overlapped::{Completion, Overlapped, Started};
 pub use socket::{Family, Kind, Socket};
+pub use transfer::CompletionRoutine;

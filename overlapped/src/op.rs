@@ -20,8 +20,9 @@ use std::sync::{Arc, Mutex};
 use crate::addr::RawAddr;
 use crate::driver::{Request, Ring};
 use crate::error::{codes, Error};
-use crate::event::{lock, Event};
+use crate::event::lock;
 use crate::flags;
+use crate::notify::Notify;
 use crate::overlapped::Completion;
 use crate::socket::SockInner;
 
@@ -59,7 +60,7 @@ pub(crate) struct Op {
     pub(crate) dir: Dir,
     mode: Mode,
     target: Arc<dyn Target>,
-    event: Option<Event>,
+    notify: Notify,
     /// The code a cancellation of this operation reports (S33, S34).
     abort_code: AtomicU32,
     /// Whether a cancel was asked for, so that a continuation is not submitted after it.
@@ -105,7 +106,7 @@ impl Op {
         dir: Dir,
         mode: Mode,
         target: Arc<dyn Target>,
-        event: Option<Event>,
+        notify: Notify,
         iov: Vec<libc::iovec>,
         addr: Option<RawAddr>,
         linux_flags: i32,
@@ -117,7 +118,7 @@ impl Op {
             dir,
             mode,
             target,
-            event,
+            notify,
             abort_code: AtomicU32::new(codes::WSA_OPERATION_ABORTED),
             cancelled: AtomicBool::new(false),
             io: Mutex::new(OpIo {
@@ -138,11 +139,11 @@ impl Op {
     /// queue lock.
     pub(crate) fn mark_cancelled(&self, code: u32) {
         self.abort_code.store(code, Ordering::Relaxed);
-        self.cancelled.store(true, Ordering::Relaxed);
+        self.cancelled.store(true, Ordering::Release);
     }
 
     pub(crate) fn is_cancelled(&self) -> bool {
-        self.cancelled.load(Ordering::Relaxed)
+        self.cancelled.load(Ordering::Acquire)
     }
 
     pub(crate) fn abort_code(&self) -> u32 {
@@ -291,14 +292,12 @@ impl Op {
         Completion::failed(error, io.done)
     }
 
-    /// Records the final result in the overlapped object, then notifies: signals the event, unless
-    /// the operation failed at once (S4).
+    /// Records the final result in the overlapped object, then notifies (signals the event or
+    /// queues the routine), unless the operation failed at once (S4).
     pub(crate) fn finish(&self, completion: Completion, notify: bool) {
         self.target.finish(completion);
         if notify {
-            if let Some(event) = &self.event {
-                event.set();
-            }
+            self.notify.fire(completion);
         }
     }
 }

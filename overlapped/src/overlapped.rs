@@ -80,7 +80,8 @@ pub struct Overlapped<B = Vec<u8>> {
     core: Arc<OvCore<B>>,
 }
 
-struct OvCore<B> {
+/// The shared part of an overlapped object: the pending operation keeps it alive.
+pub(crate) struct OvCore<B> {
     state: Mutex<OvState<B>>,
     finished: Condvar,
     event: Option<Event>,
@@ -203,11 +204,19 @@ impl<B: Send + 'static> Overlapped<B> {
         }
     }
 
-    /// Marks the object pending with `bufs` and resets its event (S21). A pending object is
-    /// refused (S13): `WSAEINVAL` with errno `EBUSY`, and `bufs` are dropped.
-    pub(crate) fn begin(&self, bufs: Vec<B>) -> Result<()> {
+    /// The part the pending operation shares.
+    pub(crate) fn core(&self) -> &Arc<OvCore<B>> {
+        &self.core
+    }
+}
+
+impl<B: Send + 'static> OvCore<B> {
+    /// Marks the object pending with `bufs`; resets its event (S21) unless the operation notifies
+    /// otherwise (a completion routine leaves the event alone, S22). A pending object is refused
+    /// (S13): `WSAEINVAL` with errno `EBUSY`, and `bufs` are dropped.
+    pub(crate) fn begin(&self, bufs: Vec<B>, reset_event: bool) -> Result<()> {
         {
-            let mut st = lock(&self.core.state);
+            let mut st = lock(&self.state);
             if st.phase == Phase::Pending {
                 return Err(Error::with_errno(codes::WSAEINVAL, libc::EBUSY));
             }
@@ -216,23 +225,24 @@ impl<B: Send + 'static> Overlapped<B> {
             st.completion = None;
             st.op = Weak::new();
         }
-        if let Some(event) = &self.core.event {
-            event.reset();
+        if reset_event {
+            if let Some(event) = &self.event {
+                event.reset();
+            }
         }
         Ok(())
     }
 
     /// Remembers the pending operation, for cancellation.
     pub(crate) fn attach(&self, op: &Arc<Op>) {
-        let mut st = lock(&self.core.state);
+        let mut st = lock(&self.state);
         if st.phase == Phase::Pending {
             st.op = Arc::downgrade(op);
         }
     }
 
-    /// The receiver of the result, type-erased for the operation record.
-    pub(crate) fn target(&self) -> Arc<dyn Target> {
-        self.core.clone()
+    pub(crate) fn event(&self) -> Option<&Event> {
+        self.event.as_ref()
     }
 }
 

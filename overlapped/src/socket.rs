@@ -3,9 +3,7 @@
 //!
 //! Setting up (bind, listen, accept, connect, options) is done with ordinary blocking calls, as
 //! the chapter's programs do. Data moves with overlapped operations: [`Socket::send`],
-//! [`Socket::recv`], [`Socket::send_to`], [`Socket::recv_from`]. Each takes an [`Overlapped`]
-//! object and a list of owned buffers, and returns at once with [`Started::Done`] or
-//! [`Started::Pending`], whatever the socket's blocking mode (S1, S2).
+//! [`Socket::recv`] and their siblings.
 //!
 //! Dropping a socket with operations pending closes it as `closesocket` does (S34): each pending
 //! operation completes exactly once with `WSAECONNABORTED`, and the descriptor is closed when the
@@ -20,14 +18,8 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, Type};
 
-use crate::addr::RawAddr;
-use crate::buf::{iovecs_for_recv, iovecs_for_send, IoBuf, IoBufMut, MAX_BUFFERS};
-use crate::driver;
 use crate::engine::{self, Queues};
 use crate::error::{codes, Error, Result};
-use crate::flags;
-use crate::op::{Dir, Mode, Op};
-use crate::overlapped::{Completion, Overlapped, Started};
 
 /// The address family of a socket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,7 +52,7 @@ pub enum Kind {
 
 /// An overlapped socket.
 pub struct Socket {
-    inner: Arc<SockInner>,
+    pub(crate) inner: Arc<SockInner>,
 }
 
 /// The part of a socket that its pending operations share; the descriptor closes when the last
@@ -271,126 +263,6 @@ impl Socket {
     /// `SO_BROADCAST`.
     pub fn set_broadcast(&self, on: bool) -> Result<()> {
         Ok(self.inner.sock.set_broadcast(on)?)
-    }
-
-    /// Sends the buffers, in order (`WSASend`). On a stream socket the operation completes only
-    /// when every byte has been taken (S8). Flags: `MSG_OOB`, `MSG_DONTROUTE`.
-    pub fn send<B: IoBuf>(&self, ov: &Overlapped<B>, bufs: Vec<B>, flags: u32) -> Result<Started> {
-        let iov = iovecs_for_send(&bufs);
-        let linux = flags::send_to_linux(flags);
-        self.start(ov, bufs, iov, Dir::Write, Mode::Send, None, linux)
-    }
-
-    /// Sends the buffers as one datagram to `to` (`WSASendTo`).
-    pub fn send_to<B: IoBuf>(
-        &self,
-        ov: &Overlapped<B>,
-        bufs: Vec<B>,
-        flags: u32,
-        to: SocketAddr,
-    ) -> Result<Started> {
-        let iov = iovecs_for_send(&bufs);
-        let linux = flags::send_to_linux(flags);
-        let addr = Some(RawAddr::from_socket_addr(to));
-        self.start(ov, bufs, iov, Dir::Write, Mode::Send, addr, linux)
-    }
-
-    /// Receives into the buffers, in order (`WSARecv`). On a stream it completes when any data
-    /// arrives (S8), with 0 bytes when the peer has closed (S10); buffers of zero total length
-    /// wait for data without taking it (S9). Flags: `MSG_PEEK`, `MSG_OOB`, `MSG_WAITALL`.
-    pub fn recv<B: IoBufMut>(
-        &self,
-        ov: &Overlapped<B>,
-        mut bufs: Vec<B>,
-        flags: u32,
-    ) -> Result<Started> {
-        let iov = iovecs_for_recv(&mut bufs);
-        let mode = self.recv_mode(&iov, flags);
-        let linux = flags::recv_to_linux(flags);
-        self.start(ov, bufs, iov, Dir::Read, mode, None, linux)
-    }
-
-    /// Receives one datagram and its sender's address (`WSARecvFrom`); the address is in the
-    /// completion's `from`. A datagram larger than the buffers completes with `WSAEMSGSIZE`, the
-    /// bytes that fit and `MSG_PARTIAL` (S12).
-    pub fn recv_from<B: IoBufMut>(
-        &self,
-        ov: &Overlapped<B>,
-        mut bufs: Vec<B>,
-        flags: u32,
-    ) -> Result<Started> {
-        let iov = iovecs_for_recv(&mut bufs);
-        let mode = self.recv_mode(&iov, flags);
-        let linux = flags::recv_to_linux(flags);
-        self.start(
-            ov,
-            bufs,
-            iov,
-            Dir::Read,
-            mode,
-            Some(RawAddr::empty()),
-            linux,
-        )
-    }
-
-    fn recv_mode(&self, iov: &[libc::iovec], flags: u32) -> Mode {
-        let total: usize = iov.iter().map(|v| v.iov_len).sum();
-        if self.inner.stream && total == 0 {
-            Mode::ZeroByteRecv
-        } else {
-            Mode::Recv {
-                wait_all: flags & flags::MSG_WAITALL != 0,
-            }
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn start<B: Send + 'static>(
-        &self,
-        ov: &Overlapped<B>,
-        bufs: Vec<B>,
-        iov: Vec<libc::iovec>,
-        dir: Dir,
-        mode: Mode,
-        addr: Option<RawAddr>,
-        linux_flags: Result<i32>,
-    ) -> Result<Started> {
-        let count = bufs.len();
-        ov.begin(bufs)?;
-        let checked = if count == 0 {
-            Err(Error::new(codes::WSAEINVAL)) // S6: a buffer count of 0.
-        } else if count > MAX_BUFFERS {
-            Err(Error::with_errno(codes::WSAEINVAL, libc::EMSGSIZE)) // S6: more than IOV_MAX.
-        } else {
-            linux_flags
-        };
-        let linux_flags = match checked {
-            Ok(f) => f,
-            Err(error) => {
-                ov.target().finish(Completion::failed(error, 0));
-                return Err(error);
-            }
-        };
-        let ring = match driver::shared_ring() {
-            Ok(ring) => ring.clone(),
-            Err(error) => {
-                ov.target().finish(Completion::failed(error, 0));
-                return Err(error);
-            }
-        };
-        let op = Arc::new(Op::new(
-            self.inner.clone(),
-            ring,
-            dir,
-            mode,
-            ov.target(),
-            ov.event().cloned(),
-            iov,
-            addr,
-            linux_flags,
-        ));
-        ov.attach(&op);
-        engine::start(op)
     }
 
     /// Closes the socket (`closesocket`): pending operations complete with `WSAECONNABORTED`.

@@ -7,10 +7,10 @@ use std::time::Duration;
 use super::handles::wsa_set_last_error;
 use super::{
     WsaEvent, WSA_INFINITE, WSA_MAXIMUM_WAIT_EVENTS, WSA_WAIT_EVENT_0, WSA_WAIT_FAILED,
-    WSA_WAIT_TIMEOUT,
+    WSA_WAIT_IO_COMPLETION, WSA_WAIT_TIMEOUT,
 };
 use crate::error::codes;
-use crate::{wait_for_events, Event, WaitFor, WaitResult};
+use crate::{wait_for_events_ex, Event, WaitFor, WaitResult};
 
 /// `WSACreateEvent`: a manual-reset event, initially not signalled (S20).
 pub fn wsa_create_event() -> WsaEvent {
@@ -48,16 +48,14 @@ pub fn wsa_close_event(h_event: WsaEvent) -> bool {
 ///
 /// `events` may hold the events themselves (`&events[..n]`) or references to them (`&[&ev]`).
 ///
-/// `alertable` is accepted. Completion routines, which an alertable wait would run, arrive with
-/// the completion-routine feature; until then no routine can be queued, so the wait never
-/// returns `WSA_WAIT_IO_COMPLETION` and behaves as the same wait with `alertable` false.
+/// With `alertable`, queued completion routines of the calling thread run when no event is
+/// signalled, and the wait returns [`WSA_WAIT_IO_COMPLETION`] (S28).
 pub fn wsa_wait_for_multiple_events<E: Borrow<WsaEvent>>(
     events: &[E],
     wait_all: bool,
     timeout_ms: u32,
     alertable: bool,
 ) -> u32 {
-    let _ = alertable;
     if events.is_empty() || events.len() > WSA_MAXIMUM_WAIT_EVENTS {
         wsa_set_last_error(codes::WSA_INVALID_PARAMETER);
         return WSA_WAIT_FAILED;
@@ -68,10 +66,11 @@ pub fn wsa_wait_for_multiple_events<E: Borrow<WsaEvent>>(
         WSA_INFINITE => None,
         ms => Some(Duration::from_millis(u64::from(ms))),
     };
-    match wait_for_events(&refs, wait_for, timeout) {
+    match wait_for_events_ex(&refs, wait_for, timeout, alertable) {
         // The index is below 64, so it fits.
         Ok(WaitResult::Signalled(i)) => WSA_WAIT_EVENT_0 + i as u32,
         Ok(WaitResult::Timeout) => WSA_WAIT_TIMEOUT,
+        Ok(WaitResult::IoCompletion) => WSA_WAIT_IO_COMPLETION,
         Err(e) => {
             wsa_set_last_error(e.code());
             WSA_WAIT_FAILED

@@ -1,0 +1,237 @@
+//! Starting overlapped transfers on a socket: send, receive, send-to and receive-from, each with
+//! an event (through the overlapped object) or with a completion routine.
+//!
+//! Every method takes an [`Overlapped`] object and a list of owned buffers and returns at once,
+//! whatever the socket's blocking mode (S1): [`Started::Done`] with the byte count, or
+//! [`Started::Pending`] (S2). Either way the notification fires when the operation is over (S3):
+//! the object's event is signalled, or the routine is queued to the calling thread. A call that
+//! fails at once notifies nothing (S4); its error is returned, and the buffers wait in the
+//! overlapped object ([`Overlapped::take_buffers`]).
+//!
+//! The `_with_routine` methods take the overlapped object by value and give it back to the
+//! routine, which runs on the calling thread in one of its alertable waits (S26–S30). If such a
+//! call fails at once, the object comes back in [`NotStarted`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::addr::RawAddr;
+use crate::alertable::{self, NotStarted, RoutineTicket};
+use crate::buf::{iovecs_for_recv, iovecs_for_send, IoBuf, IoBufMut, MAX_BUFFERS};
+use crate::driver;
+use crate::engine;
+use crate::error::{codes, Error, Result};
+use crate::flags;
+use crate::notify::Notify;
+use crate::op::{Dir, Mode, Op, Target};
+use crate::overlapped::{Completion, OvCore, Overlapped, Started};
+use crate::socket::Socket;
+
+/// What an operation will do, worked out from its arguments before its buffers move.
+struct Plan {
+    iov: Vec<libc::iovec>,
+    dir: Dir,
+    mode: Mode,
+    addr: Option<RawAddr>,
+    linux_flags: Result<i32>,
+}
+
+impl Plan {
+    fn send<B: IoBuf>(bufs: &[B], flags: u32, to: Option<SocketAddr>) -> Plan {
+        Plan {
+            iov: iovecs_for_send(bufs),
+            dir: Dir::Write,
+            mode: Mode::Send,
+            addr: to.map(RawAddr::from_socket_addr),
+            linux_flags: flags::send_to_linux(flags),
+        }
+    }
+
+    fn recv<B: IoBufMut>(sock: &Socket, bufs: &mut [B], flags: u32, with_from: bool) -> Plan {
+        let iov = iovecs_for_recv(bufs);
+        let total: usize = iov.iter().map(|v| v.iov_len).sum();
+        let mode = if sock.inner.is_stream() && total == 0 {
+            Mode::ZeroByteRecv
+        } else {
+            Mode::Recv {
+                wait_all: flags & flags::MSG_WAITALL != 0,
+            }
+        };
+        Plan {
+            iov,
+            dir: Dir::Read,
+            mode,
+            addr: with_from.then(RawAddr::empty),
+            linux_flags: flags::recv_to_linux(flags),
+        }
+    }
+}
+
+/// The signature of a completion routine: (error, bytes transferred, the overlapped object with
+/// its buffers, flags) (S26).
+pub trait CompletionRoutine<B>: FnOnce(Option<Error>, usize, Overlapped<B>, u32) + 'static {}
+
+impl<B, F> CompletionRoutine<B> for F where
+    F: FnOnce(Option<Error>, usize, Overlapped<B>, u32) + 'static
+{
+}
+
+impl Socket {
+    /// Sends the buffers, in order (`WSASend`). On a stream socket the operation completes only
+    /// when every byte has been taken (S8). Flags: `MSG_OOB`, `MSG_DONTROUTE`.
+    pub fn send<B: IoBuf>(&self, ov: &Overlapped<B>, bufs: Vec<B>, flags: u32) -> Result<Started> {
+        let plan = Plan::send(&bufs, flags, None);
+        self.start(ov.core(), bufs, plan, None)
+    }
+
+    /// Sends the buffers as one datagram to `to` (`WSASendTo`).
+    pub fn send_to<B: IoBuf>(
+        &self,
+        ov: &Overlapped<B>,
+        bufs: Vec<B>,
+        flags: u32,
+        to: SocketAddr,
+    ) -> Result<Started> {
+        let plan = Plan::send(&bufs, flags, Some(to));
+        self.start(ov.core(), bufs, plan, None)
+    }
+
+    /// Receives into the buffers, in order (`WSARecv`). On a stream it completes when any data
+    /// arrives (S8), with 0 bytes when the peer has closed (S10); buffers of zero total length
+    /// wait for data without taking it (S9). Flags: `MSG_PEEK`, `MSG_OOB`, `MSG_WAITALL`.
+    pub fn recv<B: IoBufMut>(
+        &self,
+        ov: &Overlapped<B>,
+        mut bufs: Vec<B>,
+        flags: u32,
+    ) -> Result<Started> {
+        let plan = Plan::recv(self, &mut bufs, flags, false);
+        self.start(ov.core(), bufs, plan, None)
+    }
+
+    /// Receives one datagram and its sender's address (`WSARecvFrom`); the address is in the
+    /// completion's `from`. A datagram larger than the buffers completes with `WSAEMSGSIZE`, the
+    /// bytes that fit and `MSG_PARTIAL` (S12).
+    pub fn recv_from<B: IoBufMut>(
+        &self,
+        ov: &Overlapped<B>,
+        mut bufs: Vec<B>,
+        flags: u32,
+    ) -> Result<Started> {
+        let plan = Plan::recv(self, &mut bufs, flags, true);
+        self.start(ov.core(), bufs, plan, None)
+    }
+
+    /// [`Socket::send`] with a completion routine instead of the event.
+    pub fn send_with_routine<B: IoBuf>(
+        &self,
+        ov: Overlapped<B>,
+        bufs: Vec<B>,
+        flags: u32,
+        routine: impl CompletionRoutine<B>,
+    ) -> std::result::Result<Started, NotStarted<B>> {
+        let plan = Plan::send(&bufs, flags, None);
+        self.start_with_routine(ov, bufs, plan, routine)
+    }
+
+    /// [`Socket::send_to`] with a completion routine instead of the event.
+    pub fn send_to_with_routine<B: IoBuf>(
+        &self,
+        ov: Overlapped<B>,
+        bufs: Vec<B>,
+        flags: u32,
+        to: SocketAddr,
+        routine: impl CompletionRoutine<B>,
+    ) -> std::result::Result<Started, NotStarted<B>> {
+        let plan = Plan::send(&bufs, flags, Some(to));
+        self.start_with_routine(ov, bufs, plan, routine)
+    }
+
+    /// [`Socket::recv`] with a completion routine instead of the event.
+    pub fn recv_with_routine<B: IoBufMut>(
+        &self,
+        ov: Overlapped<B>,
+        mut bufs: Vec<B>,
+        flags: u32,
+        routine: impl CompletionRoutine<B>,
+    ) -> std::result::Result<Started, NotStarted<B>> {
+        let plan = Plan::recv(self, &mut bufs, flags, false);
+        self.start_with_routine(ov, bufs, plan, routine)
+    }
+
+    /// [`Socket::recv_from`] with a completion routine instead of the event.
+    pub fn recv_from_with_routine<B: IoBufMut>(
+        &self,
+        ov: Overlapped<B>,
+        mut bufs: Vec<B>,
+        flags: u32,
+        routine: impl CompletionRoutine<B>,
+    ) -> std::result::Result<Started, NotStarted<B>> {
+        let plan = Plan::recv(self, &mut bufs, flags, true);
+        self.start_with_routine(ov, bufs, plan, routine)
+    }
+
+    fn start_with_routine<B: Send + 'static, F: CompletionRoutine<B>>(
+        &self,
+        ov: Overlapped<B>,
+        bufs: Vec<B>,
+        plan: Plan,
+        routine: F,
+    ) -> std::result::Result<Started, NotStarted<B>> {
+        let core = ov.core().clone();
+        let ticket = alertable::register(ov, routine)?;
+        let id = ticket.id();
+        self.start(&core, bufs, plan, Some(ticket))
+            .map_err(|error| match alertable::unregister::<B, F>(id) {
+                Some(overlapped) => NotStarted { error, overlapped },
+                None => {
+                    unreachable!("a routine whose operation failed at once is still registered")
+                }
+            })
+    }
+
+    fn start<B: Send + 'static>(
+        &self,
+        core: &Arc<OvCore<B>>,
+        bufs: Vec<B>,
+        plan: Plan,
+        routine: Option<RoutineTicket>,
+    ) -> Result<Started> {
+        let count = bufs.len();
+        core.begin(bufs, routine.is_none())?;
+        let fail = |error: Error| {
+            core.finish(Completion::failed(error, 0));
+            Err(error)
+        };
+        let linux_flags = if count == 0 {
+            return fail(Error::new(codes::WSAEINVAL)); // S6: a buffer count of 0.
+        } else if count > MAX_BUFFERS {
+            return fail(Error::with_errno(codes::WSAEINVAL, libc::EMSGSIZE)); // S6: over IOV_MAX.
+        } else {
+            match plan.linux_flags {
+                Ok(f) => f,
+                Err(error) => return fail(error),
+            }
+        };
+        let (ring, notify) = match routine {
+            Some(ticket) => (ticket.ring(), Notify::Routine(ticket)),
+            None => match driver::shared_ring() {
+                Ok(ring) => (ring.clone(), Notify::Event(core.event().cloned())),
+                Err(error) => return fail(error),
+            },
+        };
+        let op = Arc::new(Op::new(
+            self.inner.clone(),
+            ring,
+            plan.dir,
+            plan.mode,
+            core.clone(),
+            notify,
+            plan.iov,
+            plan.addr,
+            linux_flags,
+        ));
+        core.attach(&op);
+        engine::start(op)
+    }
+}
