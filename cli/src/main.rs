@@ -8,6 +8,7 @@
 //! Every subcommand returns an [`failure::Outcome`]; a failure is printed on stderr as one line
 //! saying which step failed and why, and the process exits with status 1.
 
+mod bench;
 mod demo;
 mod failure;
 mod server;
@@ -30,6 +31,8 @@ enum Command {
     Demo,
     /// Run an echo server on one of the notification models.
     EchoServer(server::Options),
+    /// Load an echo server: many connections, pipelined messages, every byte verified.
+    Bench(bench::Options),
 }
 
 fn main() -> ExitCode {
@@ -37,6 +40,7 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Demo => demo::run(),
         Command::EchoServer(options) => server::run(&options),
+        Command::Bench(options) => bench::run(&options),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
