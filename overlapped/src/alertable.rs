@@ -6,7 +6,7 @@
 //! inside its alertable waits ([`sleep_ex`], [`wait_for_events_ex`], [`Event::wait_ex`]): the
 //! kernel's completions reach the routines with no other thread in between. A routine runs only
 //! in an alertable wait of its thread (S27, S29), in the order the operations finished (S28); the
-//! wait then returns [`WaitResult::IoCompletion`]. Routines never nest: inside a routine, an
+//! wait then returns [`WaitExResult::IoCompletion`]. Routines never nest: inside a routine, an
 //! alertable wait runs none.
 //!
 //! A routine need not be `Send`: it stays in its thread's context, and what crosses threads is
@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use crate::driver::{self, Ring};
 use crate::error::{Error, Result};
-use crate::event::{self, lock, Event, WaitFor, WaitResult, Waiter};
+use crate::event::{self, lock, Event, WaitExResult, WaitFor, Waiter};
 use crate::overlapped::{Completion, Overlapped};
 
 /// How long a thread that exits waits for the kernel to give back its operations' buffers.
@@ -264,10 +264,33 @@ impl<B> From<NotStarted<B>> for Error {
     }
 }
 
+/// The calling thread's ring, which its alertable waits sleep in.
+pub(crate) fn thread_ring() -> Result<Arc<dyn Ring>> {
+    with_context(|ctx| ctx.queue.ring.clone())
+}
+
+/// Delivers what the calling thread's ring has completed and runs the queued routines, without
+/// waiting; returns how many ran.
+pub(crate) fn run_routines_now() -> Result<usize> {
+    with_context(|ctx| {
+        ctx.queue.ring.reap(Some(Duration::ZERO))?;
+        Ok(ctx.run_queued())
+    })?
+}
+
+/// Sleeps in the calling thread's ring until `waiter` (made with [`Waiter::waking_ring`] for
+/// that ring) is woken, a completion of the thread's own arrives, or `timeout` passes.
+pub(crate) fn sleep_until_woken(waiter: &Waiter, timeout: Option<Duration>) -> Result<()> {
+    if waiter.is_woken() {
+        return Ok(());
+    }
+    with_context(|ctx| ctx.queue.ring.reap(timeout).map(drop))?
+}
+
 /// Sleeps for `timeout` (`None`: forever) (`SleepEx`). If `alertable`, queued completion
 /// routines of this thread run as soon as there are any, and the sleep then ends with
-/// [`WaitResult::IoCompletion`]; otherwise it ends with [`WaitResult::Timeout`].
-pub fn sleep_ex(timeout: Option<Duration>, alertable: bool) -> Result<WaitResult> {
+/// [`WaitExResult::IoCompletion`]; otherwise it ends with [`WaitExResult::Timeout`].
+pub fn sleep_ex(timeout: Option<Duration>, alertable: bool) -> Result<WaitExResult> {
     if !alertable {
         match timeout {
             Some(t) => std::thread::sleep(t),
@@ -275,35 +298,35 @@ pub fn sleep_ex(timeout: Option<Duration>, alertable: bool) -> Result<WaitResult
                 std::thread::park();
             },
         }
-        return Ok(WaitResult::Timeout);
+        return Ok(WaitExResult::Timeout);
     }
     alertable_wait(timeout, |_| None, |_| ())
 }
 
 /// [`crate::wait_for_events`] with an alertable flag (`WSAWaitForMultipleEvents`'s
 /// `fAlertable`): a signalled event wins; otherwise queued routines run and the wait returns
-/// [`WaitResult::IoCompletion`] (S28).
+/// [`WaitExResult::IoCompletion`] (S28).
 pub fn wait_for_events_ex(
     events: &[&Event],
     wait_for: WaitFor,
     timeout: Option<Duration>,
     alertable: bool,
-) -> Result<WaitResult> {
+) -> Result<WaitExResult> {
     if !alertable {
-        return event::wait_for_events(events, wait_for, timeout);
+        return event::wait_for_events(events, wait_for, timeout).map(WaitExResult::from);
     }
     event::check_wait_list(events, wait_for)?;
     alertable_wait(
         timeout,
-        |waiter| event::take(events, wait_for, waiter).map(WaitResult::Signalled),
+        |waiter| event::take(events, wait_for, waiter).map(WaitExResult::Signalled),
         |waiter| events.iter().for_each(|e| e.deregister(waiter)),
     )
 }
 
 impl Event {
     /// Waits for this event (`WaitForSingleObjectEx`); with `alertable`, queued completion
-    /// routines run and the wait returns [`WaitResult::IoCompletion`].
-    pub fn wait_ex(&self, timeout: Option<Duration>, alertable: bool) -> Result<WaitResult> {
+    /// routines run and the wait returns [`WaitExResult::IoCompletion`].
+    pub fn wait_ex(&self, timeout: Option<Duration>, alertable: bool) -> Result<WaitExResult> {
         wait_for_events_ex(&[self], WaitFor::Any, timeout, alertable)
     }
 }
@@ -312,9 +335,9 @@ impl Event {
 /// waiter when given one), else run queued routines, else reap this thread's ring until woken.
 pub(crate) fn alertable_wait(
     timeout: Option<Duration>,
-    mut look: impl FnMut(Option<&Arc<Waiter>>) -> Option<WaitResult>,
+    mut look: impl FnMut(Option<&Arc<Waiter>>) -> Option<WaitExResult>,
     mut forget: impl FnMut(&Arc<Waiter>),
-) -> Result<WaitResult> {
+) -> Result<WaitExResult> {
     let deadline = timeout.map(|t| Instant::now() + t);
     with_context(|ctx| {
         let waiter = Waiter::waking_ring(ctx.queue.ring.clone());
@@ -328,7 +351,7 @@ pub(crate) fn alertable_wait(
             ctx.queue.ring.reap(Some(Duration::ZERO))?;
             if ctx.run_queued() > 0 {
                 forget(&waiter);
-                return Ok(WaitResult::IoCompletion);
+                return Ok(WaitExResult::IoCompletion);
             }
             let remaining = match deadline {
                 None => None,
@@ -336,7 +359,7 @@ pub(crate) fn alertable_wait(
                     let now = Instant::now();
                     if now >= d {
                         forget(&waiter);
-                        return Ok(look(None).unwrap_or(WaitResult::Timeout));
+                        return Ok(look(None).unwrap_or(WaitExResult::Timeout));
                     }
                     Some(d - now)
                 }

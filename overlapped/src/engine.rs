@@ -88,7 +88,10 @@ pub(crate) fn start(op: Arc<Op>) -> Result<Started> {
                 None => {
                     Counters::bump(&COUNTERS.immediate);
                     let bytes = completion.bytes;
-                    op.finish(completion, true); // S3: done at once still notifies.
+                    // S3: done at once still notifies, unless the socket asked its port to skip
+                    // such packets (S44).
+                    let notify = !(op.notifies_port() && op.sock.skips_port_on_success());
+                    op.finish(completion, notify);
                     Ok(Started::Done(bytes))
                 }
             }

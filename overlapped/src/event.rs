@@ -40,8 +40,26 @@ pub enum WaitResult {
     Signalled(usize),
     /// The timeout passed first.
     Timeout,
-    /// An alertable wait ran completion routines (`WAIT_IO_COMPLETION`, S28).
+}
+
+/// What an alertable wait returned: as [`WaitResult`], or routines ran.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaitExResult {
+    /// The event at this index satisfied the wait, as in [`WaitResult::Signalled`].
+    Signalled(usize),
+    /// The timeout passed first.
+    Timeout,
+    /// Completion routines of the waiting thread ran (`WAIT_IO_COMPLETION`, S28).
     IoCompletion,
+}
+
+impl From<WaitResult> for WaitExResult {
+    fn from(r: WaitResult) -> WaitExResult {
+        match r {
+            WaitResult::Signalled(i) => WaitExResult::Signalled(i),
+            WaitResult::Timeout => WaitExResult::Timeout,
+        }
+    }
 }
 
 /// Whether a wait on several events needs one of them or all of them at once.
@@ -94,7 +112,9 @@ impl Waiter {
         match &self.ring {
             // A failed wake leaves the thread asleep until its ring's next completion or its
             // timeout; nothing better can be done from here.
-            Some(ring) => drop(ring.wake()),
+            Some(ring) => {
+                let _ = ring.wake();
+            }
             None => self.cond.notify_one(),
         }
     }

@@ -292,6 +292,11 @@ impl Op {
         Completion::failed(error, io.done)
     }
 
+    /// Whether the operation's notification is a completion port packet.
+    pub(crate) fn notifies_port(&self) -> bool {
+        self.notify.is_port()
+    }
+
     /// Records the final result in the overlapped object, then notifies (signals the event or
     /// queues the routine), unless the operation failed at once (S4).
     pub(crate) fn finish(&self, completion: Completion, notify: bool) {

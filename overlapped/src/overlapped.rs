@@ -76,8 +76,25 @@ impl Completion {
 }
 
 /// An overlapped object owning buffers of type `B` while its operation is pending.
+///
+/// Clones are handles to the same object, as copies of a `LPWSAOVERLAPPED` are: a completion
+/// port hands one back with each packet. When the last handle is dropped while an operation is
+/// pending, the operation is cancelled.
 pub struct Overlapped<B = Vec<u8>> {
+    handle: Arc<OvHandle<B>>,
+}
+
+/// The user's side of the object: dropping the last one cancels a pending operation.
+struct OvHandle<B> {
     core: Arc<OvCore<B>>,
+}
+
+impl<B> Clone for Overlapped<B> {
+    fn clone(&self) -> Overlapped<B> {
+        Overlapped {
+            handle: self.handle.clone(),
+        }
+    }
 }
 
 /// The shared part of an overlapped object: the pending operation keeps it alive.
@@ -115,28 +132,29 @@ impl<B: Send + 'static> Overlapped<B> {
     }
 
     fn build(event: Option<Event>) -> Overlapped<B> {
-        Overlapped {
-            core: Arc::new(OvCore {
-                state: Mutex::new(OvState {
-                    phase: Phase::Idle,
-                    bufs: None,
-                    completion: None,
-                    op: Weak::new(),
-                }),
-                finished: Condvar::new(),
-                event,
+        let core = Arc::new(OvCore {
+            state: Mutex::new(OvState {
+                phase: Phase::Idle,
+                bufs: None,
+                completion: None,
+                op: Weak::new(),
             }),
+            finished: Condvar::new(),
+            event,
+        });
+        Overlapped {
+            handle: Arc::new(OvHandle { core }),
         }
     }
 
     /// The event this object signals.
     pub fn event(&self) -> Option<&Event> {
-        self.core.event.as_ref()
+        self.handle.core.event.as_ref()
     }
 
     /// Whether an operation is pending (S14: `Internal == STATUS_PENDING`).
     pub fn is_pending(&self) -> bool {
-        lock(&self.core.state).phase == Phase::Pending
+        lock(&self.handle.core.state).phase == Phase::Pending
     }
 
     /// The result of the last operation (`WSAGetOverlappedResult`): with `wait`, blocks until it
@@ -150,7 +168,8 @@ impl<B: Send + 'static> Overlapped<B> {
     /// `WSA_IO_INCOMPLETE` if the operation is still pending then.
     pub fn completion_timeout(&self, timeout: Option<Duration>) -> Result<Completion> {
         let deadline = timeout.map(|t| Instant::now() + t);
-        let mut st = lock(&self.core.state);
+        let core = &self.handle.core;
+        let mut st = lock(&core.state);
         loop {
             match st.phase {
                 Phase::Idle => return Err(Error::new(codes::WSAEINVAL)),
@@ -160,17 +179,13 @@ impl<B: Send + 'static> Overlapped<B> {
                 Phase::Pending => {}
             }
             st = match deadline {
-                None => self
-                    .core
-                    .finished
-                    .wait(st)
-                    .unwrap_or_else(|e| e.into_inner()),
+                None => core.finished.wait(st).unwrap_or_else(|e| e.into_inner()),
                 Some(d) => {
                     let now = Instant::now();
                     if now >= d {
                         return Err(Error::new(codes::WSA_IO_INCOMPLETE));
                     }
-                    let waited = self.core.finished.wait_timeout(st, d - now);
+                    let waited = core.finished.wait_timeout(st, d - now);
                     waited.unwrap_or_else(|e| e.into_inner()).0
                 }
             };
@@ -186,7 +201,7 @@ impl<B: Send + 'static> Overlapped<B> {
     /// Takes back the buffers of the last operation once it is over, failed or not.
     /// `WSA_IO_INCOMPLETE` while it is pending; `WSAEINVAL` if there are none to take.
     pub fn take_buffers(&self) -> Result<Vec<B>> {
-        let mut st = lock(&self.core.state);
+        let mut st = lock(&self.handle.core.state);
         match st.phase {
             Phase::Pending => Err(Error::new(codes::WSA_IO_INCOMPLETE)),
             _ => st.bufs.take().ok_or(Error::new(codes::WSAEINVAL)),
@@ -197,7 +212,7 @@ impl<B: Send + 'static> Overlapped<B> {
     /// `WSA_OPERATION_ABORTED`, or its real result if it won the race. `ERROR_NOT_FOUND` if
     /// nothing is pending.
     pub fn cancel(&self) -> Result<()> {
-        let op = lock(&self.core.state).op.upgrade();
+        let op = lock(&self.handle.core.state).op.upgrade();
         match op {
             Some(op) => engine::cancel(&op, codes::WSA_OPERATION_ABORTED),
             None => Err(Error::new(codes::ERROR_NOT_FOUND)),
@@ -206,7 +221,7 @@ impl<B: Send + 'static> Overlapped<B> {
 
     /// The part the pending operation shares.
     pub(crate) fn core(&self) -> &Arc<OvCore<B>> {
-        &self.core
+        &self.handle.core
     }
 }
 
@@ -252,7 +267,7 @@ impl<B: Send + 'static> Default for Overlapped<B> {
     }
 }
 
-impl<B> Drop for Overlapped<B> {
+impl<B> Drop for OvHandle<B> {
     fn drop(&mut self) {
         let op = lock(&self.core.state).op.upgrade();
         if let Some(op) = op {
@@ -265,7 +280,7 @@ impl<B> Drop for Overlapped<B> {
 
 impl<B> std::fmt::Debug for Overlapped<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let st = lock(&self.core.state);
+        let st = lock(&self.handle.core.state);
         f.debug_struct("Overlapped")
             .field("phase", &st.phase)
             .field("completion", &st.completion)

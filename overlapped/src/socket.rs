@@ -13,13 +13,14 @@ use std::mem::ManuallyDrop;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, Type};
 
 use crate::engine::{self, Queues};
 use crate::error::{codes, Error, Result};
+use crate::port::PortBinding;
 
 /// The address family of a socket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,6 +65,10 @@ pub(crate) struct SockInner {
     /// The peer reset the connection: later operations fail at once (S11).
     reset: AtomicBool,
     shut_down_for_send: AtomicBool,
+    /// The completion port the socket is associated with (S36).
+    pub(crate) port: OnceLock<PortBinding>,
+    /// Skip the port's packet when an operation succeeds at once (S44).
+    skip_port_on_success: AtomicBool,
 }
 
 impl SockInner {
@@ -85,6 +90,10 @@ impl SockInner {
 
     pub(crate) fn is_shut_down_for_send(&self) -> bool {
         self.shut_down_for_send.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn skips_port_on_success(&self) -> bool {
+        self.skip_port_on_success.load(Ordering::Acquire)
     }
 
     /// The pending socket error (`SO_ERROR`), clearing it.
@@ -136,7 +145,12 @@ impl Socket {
         Ok(s)
     }
 
+    /// Adopts a socket. Its descriptor is made non-blocking: the engine tries every operation
+    /// without blocking, and the blocking setup calls wait for readiness themselves. Setting the
+    /// flag cannot fail on a socket descriptor, so a failure is ignored: operations would still
+    /// work, only their first attempt could block.
     fn wrap(sock: socket2::Socket, kind: Kind) -> Socket {
+        let _ = sock.set_nonblocking(true);
         Socket {
             inner: Arc::new(SockInner {
                 sock,
@@ -144,6 +158,8 @@ impl Socket {
                 queues: Mutex::new(Queues::default()),
                 reset: AtomicBool::new(false),
                 shut_down_for_send: AtomicBool::new(false),
+                port: OnceLock::new(),
+                skip_port_on_success: AtomicBool::new(false),
             }),
         }
     }
@@ -178,14 +194,34 @@ impl Socket {
 
     /// Accepts a connection, blocking until one arrives; the new socket is overlapped too.
     pub fn accept(&self) -> Result<(Socket, SocketAddr)> {
-        let (sock, addr) = self.inner.sock.accept()?;
-        let addr = addr.as_socket().ok_or(Error::new(codes::WSAEAFNOSUPPORT))?;
-        Ok((Socket::wrap(sock, Kind::Stream), addr))
+        loop {
+            match self.inner.sock.accept() {
+                Ok((sock, addr)) => {
+                    let addr = addr.as_socket().ok_or(Error::new(codes::WSAEAFNOSUPPORT))?;
+                    return Ok((Socket::wrap(sock, Kind::Stream), addr));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    wait_ready(self.inner.fd(), libc::POLLIN)?
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     /// Connects, blocking until the connection is made or refused.
     pub fn connect(&self, addr: SocketAddr) -> Result<()> {
-        Ok(self.inner.sock.connect(&addr.into())?)
+        match self.inner.sock.connect(&addr.into()) {
+            Ok(()) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {
+                wait_ready(self.inner.fd(), libc::POLLOUT)?;
+                match self.inner.take_error() {
+                    Some(errno) => Err(Error::from_errno(errno)),
+                    None => Ok(()),
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Shuts down one or both directions. After shutting down sending, sends fail with
@@ -260,6 +296,14 @@ impl Socket {
         Ok(self.inner.sock.set_linger(linger)?)
     }
 
+    /// `FILE_SKIP_COMPLETION_PORT_ON_SUCCESS` (`SetFileCompletionNotificationModes`, S44): an
+    /// operation that succeeds at once posts no packet; pending ones still do, success or failure.
+    pub fn set_skip_completion_port_on_success(&self, skip: bool) {
+        self.inner
+            .skip_port_on_success
+            .store(skip, Ordering::Release);
+    }
+
     /// `SO_BROADCAST`.
     pub fn set_broadcast(&self, on: bool) -> Result<()> {
         Ok(self.inner.sock.set_broadcast(on)?)
@@ -287,8 +331,32 @@ impl Socket {
         // SAFETY: `me` is never used or dropped again; its Arc is moved out exactly once.
         let inner = unsafe { std::ptr::read(&me.inner) };
         match Arc::try_unwrap(inner) {
-            Ok(inner) => Ok(OwnedFd::from(inner.sock)),
+            Ok(inner) => {
+                // Give it back in the blocking mode std's types expect; a descriptor that cannot
+                // take the flag back is still the caller's.
+                let _ = inner.sock.set_nonblocking(false);
+                Ok(OwnedFd::from(inner.sock))
+            }
             Err(inner) => Err((Error::new(codes::WSAEINPROGRESS), Socket { inner })),
+        }
+    }
+}
+
+/// Blocks until `fd` is ready for `events` (or in error).
+pub(crate) fn wait_ready(fd: RawFd, events: i16) -> Result<()> {
+    let mut pfd = libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: one valid pollfd.
+        if unsafe { libc::poll(&mut pfd, 1, -1) } >= 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e.into());
         }
     }
 }

@@ -12,8 +12,9 @@
 //! routine, which runs on the calling thread in one of its alertable waits (S26–S30). If such a
 //! call fails at once, the object comes back in [`NotStarted`].
 
+use std::any::{Any, TypeId};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::addr::RawAddr;
 use crate::alertable::{self, NotStarted, RoutineTicket};
@@ -81,7 +82,7 @@ impl Socket {
     /// when every byte has been taken (S8). Flags: `MSG_OOB`, `MSG_DONTROUTE`.
     pub fn send<B: IoBuf>(&self, ov: &Overlapped<B>, bufs: Vec<B>, flags: u32) -> Result<Started> {
         let plan = Plan::send(&bufs, flags, None);
-        self.start(ov.core(), bufs, plan, None)
+        self.start(ov.core(), Some(ov), bufs, plan, None)
     }
 
     /// Sends the buffers as one datagram to `to` (`WSASendTo`).
@@ -93,7 +94,7 @@ impl Socket {
         to: SocketAddr,
     ) -> Result<Started> {
         let plan = Plan::send(&bufs, flags, Some(to));
-        self.start(ov.core(), bufs, plan, None)
+        self.start(ov.core(), Some(ov), bufs, plan, None)
     }
 
     /// Receives into the buffers, in order (`WSARecv`). On a stream it completes when any data
@@ -106,7 +107,7 @@ impl Socket {
         flags: u32,
     ) -> Result<Started> {
         let plan = Plan::recv(self, &mut bufs, flags, false);
-        self.start(ov.core(), bufs, plan, None)
+        self.start(ov.core(), Some(ov), bufs, plan, None)
     }
 
     /// Receives one datagram and its sender's address (`WSARecvFrom`); the address is in the
@@ -119,7 +120,7 @@ impl Socket {
         flags: u32,
     ) -> Result<Started> {
         let plan = Plan::recv(self, &mut bufs, flags, true);
-        self.start(ov.core(), bufs, plan, None)
+        self.start(ov.core(), Some(ov), bufs, plan, None)
     }
 
     /// [`Socket::send`] with a completion routine instead of the event.
@@ -181,7 +182,7 @@ impl Socket {
         let core = ov.core().clone();
         let ticket = alertable::register(ov, routine)?;
         let id = ticket.id();
-        self.start(&core, bufs, plan, Some(ticket))
+        self.start(&core, None, bufs, plan, Some(ticket))
             .map_err(|error| match alertable::unregister::<B, F>(id) {
                 Some(overlapped) => NotStarted { error, overlapped },
                 None => {
@@ -193,6 +194,7 @@ impl Socket {
     fn start<B: Send + 'static>(
         &self,
         core: &Arc<OvCore<B>>,
+        ov: Option<&Overlapped<B>>,
         bufs: Vec<B>,
         plan: Plan,
         routine: Option<RoutineTicket>,
@@ -213,9 +215,26 @@ impl Socket {
                 Err(error) => return fail(error),
             }
         };
-        let (ring, notify) = match routine {
-            Some(ticket) => (ticket.ring(), Notify::Routine(ticket)),
-            None => match driver::shared_ring() {
+        let port = self.inner.port.get();
+        let (ring, notify) = match (routine, port) {
+            // S32: a socket associated with a port refuses a completion routine.
+            (Some(_), Some(_)) => return fail(Error::new(codes::WSAEINVAL)),
+            (Some(ticket), None) => (ticket.ring(), Notify::Routine(ticket)),
+            (None, Some(binding)) if binding.sink.buffer_type() != TypeId::of::<B>() => {
+                return fail(Error::new(codes::WSAEINVAL)); // the port's buffers are another type
+            }
+            (None, Some(binding)) => {
+                // The packet hands the overlapped object to the worker that takes it, so the
+                // operation holds a handle to it until then.
+                let handle = ov.map(|ov| Box::new(ov.clone()) as Box<dyn Any + Send>);
+                let notify = Notify::Port {
+                    sink: binding.sink.clone(),
+                    key: binding.key,
+                    overlapped: Mutex::new(handle),
+                };
+                (binding.sink.ring(), notify)
+            }
+            (None, None) => match driver::shared_ring() {
                 Ok(ring) => (ring.clone(), Notify::Event(core.event().cloned())),
                 Err(error) => return fail(error),
             },

@@ -10,7 +10,7 @@ use super::{
     WSA_WAIT_IO_COMPLETION, WSA_WAIT_TIMEOUT,
 };
 use crate::error::codes;
-use crate::{wait_for_events_ex, Event, WaitFor, WaitResult};
+use crate::{wait_for_events_ex, Event, WaitExResult, WaitFor};
 
 /// `WSACreateEvent`: a manual-reset event, initially not signalled (S20).
 pub fn wsa_create_event() -> WsaEvent {
@@ -68,9 +68,9 @@ pub fn wsa_wait_for_multiple_events<E: Borrow<WsaEvent>>(
     };
     match wait_for_events_ex(&refs, wait_for, timeout, alertable) {
         // The index is below 64, so it fits.
-        Ok(WaitResult::Signalled(i)) => WSA_WAIT_EVENT_0 + i as u32,
-        Ok(WaitResult::Timeout) => WSA_WAIT_TIMEOUT,
-        Ok(WaitResult::IoCompletion) => WSA_WAIT_IO_COMPLETION,
+        Ok(WaitExResult::Signalled(i)) => WSA_WAIT_EVENT_0 + i as u32,
+        Ok(WaitExResult::Timeout) => WSA_WAIT_TIMEOUT,
+        Ok(WaitExResult::IoCompletion) => WSA_WAIT_IO_COMPLETION,
         Err(e) => {
             wsa_set_last_error(e.code());
             WSA_WAIT_FAILED
