@@ -104,6 +104,7 @@ fn receive(s: SOCKET, overlapped: &WsaOverlapped, ev_obj: &WsaEvent, room: usize
         &mut recv_bytes,
         &mut flags,
         Some(overlapped),
+        None,
     ) == SOCKET_ERROR
     {
         if wsa_get_last_error() == WSA_IO_PENDING {

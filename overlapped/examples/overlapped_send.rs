@@ -65,6 +65,7 @@ fn main() {
         &mut send_bytes,
         0,
         Some(&overlapped),
+        None,
     ) == SOCKET_ERROR
     {
         if wsa_get_last_error() == WSA_IO_PENDING {

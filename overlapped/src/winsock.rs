@@ -33,25 +33,36 @@
 //!   ([`Completion::from`](crate::Completion::from)): Windows writes `lpFrom` when the operation
 //!   completes, which a Rust borrow cannot outlive.
 //! - Events ([`WsaEvent`]) are reference-counted handles; [`wsa_close_event`] drops one of them.
-//! - Completion routines (`lpCompletionRoutine`) and alertable waits arrive with the
-//!   completion-routine feature; until then the calls take no routine argument, and an
-//!   alertable wait is accepted but, with no routine that could be queued, behaves as the same
-//!   wait without it.
+//! - Completion routines (`lpCompletionRoutine`, S26-S30) are closures
+//!   ([`WsaCompletionRoutine`]), so a routine can carry what the book keeps behind
+//!   `lpOverlapped->hEvent` (the connection's socket, its state). A routine receives a handle to
+//!   the overlapped object it was started with (overlapped objects are handles; clones name the
+//!   same object), with the operation's buffers in it, and can start the next operation with it,
+//!   as the book's echo server passes `lpOverlapped` on.
+//! - A routine runs on the thread that started its operation, only in that thread's alertable
+//!   waits ([`sleep_ex`], [`wait_for_single_object_ex`], [`wsa_wait_for_multiple_events`] with
+//!   `alertable` true), which then return [`WAIT_IO_COMPLETION`] (S27, S28).
 
 use crate::{Event, Overlapped};
 
+mod alertable;
 mod events;
 mod handles;
 mod io;
 mod setup;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_routines;
 
+pub use alertable::{sleep_ex, wait_for_single_object_ex};
 pub use events::{
     wsa_close_event, wsa_create_event, wsa_reset_event, wsa_set_event, wsa_wait_for_multiple_events,
 };
 pub use handles::{wsa_get_last_error, wsa_set_last_error};
-pub use io::{wsa_get_overlapped_result, wsa_recv, wsa_recv_from, wsa_send, wsa_send_to};
+pub use io::{
+    wsa_get_overlapped_result, wsa_recv, wsa_recv_from, wsa_send, wsa_send_to, WsaCompletionRoutine,
+};
 pub use setup::{
     accept, bind, closesocket, connect, getpeername, getsockname, listen, make_word, shutdown,
     socket, wsa_cleanup, wsa_socket, wsa_startup, WsaData,
@@ -128,3 +139,13 @@ pub const WSA_WAIT_TIMEOUT: u32 = 0x102;
 pub const WSA_WAIT_FAILED: u32 = 0xFFFF_FFFF;
 /// `WSA_MAXIMUM_WAIT_EVENTS`: the most events one wait takes (S24).
 pub const WSA_MAXIMUM_WAIT_EVENTS: usize = 64;
+/// `INFINITE`: a [`sleep_ex`] or [`wait_for_single_object_ex`] with no timeout.
+pub const INFINITE: u32 = 0xFFFF_FFFF;
+/// `WAIT_OBJECT_0`: [`wait_for_single_object_ex`] found its event signalled.
+pub const WAIT_OBJECT_0: u32 = 0;
+/// `WAIT_IO_COMPLETION`: an alertable wait ran completion routines and returned early (S28).
+pub const WAIT_IO_COMPLETION: u32 = 0xC0;
+/// `WAIT_TIMEOUT`: the wait timed out (a `DWORD`, 0x102; the same value as the error code).
+pub const WAIT_TIMEOUT: u32 = 0x102;
+/// `WAIT_FAILED`: [`wait_for_single_object_ex`] failed; see [`wsa_get_last_error`].
+pub const WAIT_FAILED: u32 = 0xFFFF_FFFF;

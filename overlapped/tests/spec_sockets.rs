@@ -161,7 +161,7 @@ fn s05_without_overlapped_object_the_call_blocks() {
         };
         let mut bufs = vec![vec![0; 4], vec![0; 8]];
         let (mut bytes, mut flags) = (0, 0);
-        assert_eq!(wsa_recv(s, &mut bufs, &mut bytes, &mut flags, None), 0);
+        assert_eq!(wsa_recv(s, &mut bufs, &mut bytes, &mut flags, None, None), 0);
         assert!(
             written.load(Ordering::SeqCst),
             "returned before the data came"
@@ -172,7 +172,7 @@ fn s05_without_overlapped_object_the_call_blocks() {
 
         let mut peer = writer.join().unwrap();
         let mut bufs = vec![b"sent".to_vec()];
-        assert_eq!(wsa_send(s, &mut bufs, &mut bytes, 0, None), 0);
+        assert_eq!(wsa_send(s, &mut bufs, &mut bytes, 0, None, None), 0);
         assert_eq!(bytes, 4);
         assert_eq!(read_exact(&mut peer, 4), b"sent");
         assert_eq!(closesocket(s), 0);
@@ -580,7 +580,7 @@ fn closed_socket_operations_fail() {
         let ov = WsaOverlapped::with_event(wsa_create_event());
         let mut bufs = vec![vec![0; 8]];
         let (mut bytes, mut flags) = (0, 0);
-        let r = wsa_recv(s, &mut bufs, &mut bytes, &mut flags, Some(&ov));
+        let r = wsa_recv(s, &mut bufs, &mut bytes, &mut flags, Some(&ov), None);
         assert_eq!((r, wsa_get_last_error()), (SOCKET_ERROR, WSA_IO_PENDING));
         assert_eq!(closesocket(s), 0);
         wait_event(&ov);
@@ -589,9 +589,9 @@ fn closed_socket_operations_fail() {
         assert!(wsa_reset_event(ov.event().unwrap()));
 
         let mut bufs = vec![vec![0; 8]];
-        let r = wsa_recv(s, &mut bufs, &mut bytes, &mut flags, None);
+        let r = wsa_recv(s, &mut bufs, &mut bytes, &mut flags, None, None);
         assert_eq!((r, wsa_get_last_error()), (SOCKET_ERROR, WSAENOTSOCK));
-        let r = wsa_send(s, &mut bufs, &mut bytes, 0, Some(&ov));
+        let r = wsa_send(s, &mut bufs, &mut bytes, 0, Some(&ov), None);
         assert_eq!((r, wsa_get_last_error()), (SOCKET_ERROR, WSAENOTSOCK));
         assert!(
             !ov.event().unwrap().is_set(),

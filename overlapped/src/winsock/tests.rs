@@ -51,7 +51,7 @@ fn udp_socket() -> (SOCKET, SocketAddr) {
 fn send_blocking(s: SOCKET, data: &[u8]) {
     let mut bufs = vec![data.to_vec()];
     let mut sent = 0;
-    assert_eq!(wsa_send(s, &mut bufs, &mut sent, 0, None), 0);
+    assert_eq!(wsa_send(s, &mut bufs, &mut sent, 0, None, None), 0);
     assert_eq!(sent as usize, data.len());
     assert_eq!(
         bufs,
@@ -126,7 +126,10 @@ fn a_closed_or_unknown_handle_is_not_a_socket() {
         ("bind", bind(s, &addr)),
         ("listen", listen(INVALID_SOCKET, 1)),
         ("getsockname", getsockname(s, &mut addr)),
-        ("wsa_send", wsa_send(s, &mut vec![vec![1]], &mut n, 0, None)),
+        (
+            "wsa_send",
+            wsa_send(s, &mut vec![vec![1]], &mut n, 0, None, None),
+        ),
     ];
     for (name, ret) in calls {
         assert_eq!(ret, SOCKET_ERROR, "{name}");
@@ -156,7 +159,7 @@ fn pending_receive_leaves_count_and_flags_then_reports_them() {
     let mut bufs = vec![vec![0u8; 4], vec![0u8; 16]];
     let (mut recvd, mut flags) = (777u32, MSG_PUSH_IMMEDIATE);
     assert_eq!(
-        wsa_recv(a, &mut bufs, &mut recvd, &mut flags, Some(&ov)),
+        wsa_recv(a, &mut bufs, &mut recvd, &mut flags, Some(&ov), None),
         SOCKET_ERROR
     );
     assert_eq!(wsa_get_last_error(), WSA_IO_PENDING);
@@ -182,7 +185,7 @@ fn pending_receive_leaves_count_and_flags_then_reports_them() {
     // S13: a second operation on the same object is refused, buffers left with the caller.
     let mut more = vec![vec![0u8; 8]];
     assert_eq!(
-        wsa_recv(a, &mut more, &mut recvd, &mut flags, Some(&ov)),
+        wsa_recv(a, &mut more, &mut recvd, &mut flags, Some(&ov), None),
         SOCKET_ERROR
     );
     assert_eq!(wsa_get_last_error(), WSAEINVAL);
@@ -216,7 +219,7 @@ fn a_send_done_at_once_writes_the_count_and_signals() {
     let mut bufs = vec![b"Network is Computer!\0".to_vec()];
     let mut sent = 0;
     // A small send into an empty socket buffer completes at once; pending is legal too (S3).
-    match wsa_send(c, &mut bufs, &mut sent, 0, Some(&ov)) {
+    match wsa_send(c, &mut bufs, &mut sent, 0, Some(&ov), None) {
         0 => assert_eq!(sent, 21),
         r => {
             assert_eq!(
@@ -233,7 +236,10 @@ fn a_send_done_at_once_writes_the_count_and_signals() {
 
     let mut into = vec![vec![0u8; 64]];
     let (mut recvd, mut rflags) = (0, 0);
-    assert_eq!(wsa_recv(a, &mut into, &mut recvd, &mut rflags, None), 0);
+    assert_eq!(
+        wsa_recv(a, &mut into, &mut recvd, &mut rflags, None, None),
+        0
+    );
     assert_eq!(&into[0][..recvd as usize], b"Network is Computer!\0");
     assert!(wsa_reset_event(&ev));
     assert!(!ev.is_set());
@@ -252,7 +258,10 @@ fn no_overlapped_object_blocks_until_data_arrives() {
     let mut bufs = vec![vec![0u8; 16]];
     let (mut recvd, mut flags) = (0, 0);
     let start = Instant::now();
-    assert_eq!(wsa_recv(a, &mut bufs, &mut recvd, &mut flags, None), 0);
+    assert_eq!(
+        wsa_recv(a, &mut bufs, &mut recvd, &mut flags, None, None),
+        0
+    );
     assert!(
         start.elapsed() >= Duration::from_millis(40),
         "S5: it waited"
@@ -261,7 +270,10 @@ fn no_overlapped_object_blocks_until_data_arrives() {
     let c = sender.join().unwrap();
     // S10: a graceful close reads 0 bytes.
     assert_eq!(shutdown(c, SD_SEND), 0);
-    assert_eq!(wsa_recv(a, &mut bufs, &mut recvd, &mut flags, None), 0);
+    assert_eq!(
+        wsa_recv(a, &mut bufs, &mut recvd, &mut flags, None, None),
+        0
+    );
     assert_eq!(recvd, 0);
     assert_eq!(shutdown(c, 7), SOCKET_ERROR);
     assert_eq!(wsa_get_last_error(), WSAEINVAL);
@@ -275,7 +287,7 @@ fn empty_buffer_list_is_invalid() {
     let ov = WsaOverlapped::new();
     let mut sent = 3;
     assert_eq!(
-        wsa_send(c, &mut Vec::new(), &mut sent, 0, Some(&ov)),
+        wsa_send(c, &mut Vec::new(), &mut sent, 0, Some(&ov), None),
         SOCKET_ERROR
     );
     assert_eq!(wsa_get_last_error(), WSAEINVAL);
@@ -290,7 +302,14 @@ fn closing_aborts_a_pending_receive() {
     let ev = wsa_create_event();
     let ov = WsaOverlapped::with_event(ev.clone());
     let (mut recvd, mut flags) = (0, 0);
-    let r = wsa_recv(a, &mut vec![vec![0; 8]], &mut recvd, &mut flags, Some(&ov));
+    let r = wsa_recv(
+        a,
+        &mut vec![vec![0; 8]],
+        &mut recvd,
+        &mut flags,
+        Some(&ov),
+        None,
+    );
     assert_eq!((r, wsa_get_last_error()), (SOCKET_ERROR, WSA_IO_PENDING));
     assert_eq!(closesocket(a), 0);
     assert_eq!(wsa_wait_for_multiple_events(&[ev], false, 5000, false), 0);
@@ -316,13 +335,22 @@ fn datagrams_carry_the_sender_and_truncation() {
         0,
         &addr2,
         None,
+        None,
     );
     assert_eq!((r, sent), (0, 10));
 
     // S12: a datagram larger than the buffers.
     let mut bufs = vec![vec![0u8; 4]];
     let (mut recvd, mut flags, mut from) = (0, 0, any_addr());
-    let r = wsa_recv_from(u2, &mut bufs, &mut recvd, &mut flags, Some(&mut from), None);
+    let r = wsa_recv_from(
+        u2,
+        &mut bufs,
+        &mut recvd,
+        &mut flags,
+        Some(&mut from),
+        None,
+        None,
+    );
     assert_eq!((r, wsa_get_last_error()), (SOCKET_ERROR, WSAEMSGSIZE));
     assert_eq!(
         (recvd, flags, bufs[0].as_slice()),
@@ -334,9 +362,17 @@ fn datagrams_carry_the_sender_and_truncation() {
     let ov = WsaOverlapped::with_event(ev.clone());
     let mut bufs = vec![vec![0u8; 32]];
     flags = 0;
-    let r = wsa_recv_from(u2, &mut bufs, &mut recvd, &mut flags, None, Some(&ov));
+    let r = wsa_recv_from(u2, &mut bufs, &mut recvd, &mut flags, None, Some(&ov), None);
     assert_eq!((r, wsa_get_last_error()), (SOCKET_ERROR, WSA_IO_PENDING));
-    let r = wsa_send_to(u1, &mut vec![b"hi".to_vec()], &mut sent, 0, &addr2, None);
+    let r = wsa_send_to(
+        u1,
+        &mut vec![b"hi".to_vec()],
+        &mut sent,
+        0,
+        &addr2,
+        None,
+        None,
+    );
     assert_eq!(r, 0);
     assert_eq!(wsa_wait_for_multiple_events(&[ev], false, 5000, true), 0);
     assert!(wsa_get_overlapped_result(
@@ -433,7 +469,7 @@ fn closesocket_on_another_thread_ends_a_blocking_receive() {
     thread::spawn(move || {
         let mut bufs = vec![vec![0u8; 8]];
         let (mut recvd, mut flags) = (0, 0);
-        let r = wsa_recv(a, &mut bufs, &mut recvd, &mut flags, None);
+        let r = wsa_recv(a, &mut bufs, &mut recvd, &mut flags, None, None);
         tx.send((r, wsa_get_last_error(), bufs.len())).unwrap();
     });
     thread::sleep(Duration::from_millis(50));
@@ -462,6 +498,7 @@ fn a_truncated_datagram_at_once_reports_the_bytes_that_fit() {
         0,
         &addr2,
         None,
+        None,
     );
     assert_eq!(r, 0);
     let ov = WsaOverlapped::with_event(wsa_create_event());
@@ -473,6 +510,7 @@ fn a_truncated_datagram_at_once_reports_the_bytes_that_fit() {
         &mut flags,
         None,
         Some(&ov),
+        None,
     );
     if r == SOCKET_ERROR && wsa_get_last_error() == WSA_IO_PENDING {
         assert!(!wsa_get_overlapped_result(
