@@ -1,13 +1,17 @@
-//! The textbook's programs, run against each other: `overlapped_recv <port>` and
-//! `overlapped_send 127.0.0.1 <port>` exchange "Network is Computer!" on loopback and print
-//! exactly what the book's programs print. Also their argument and connection errors.
+//! The textbook's programs, run against each other: `overlapped_recv <port>` (and
+//! `cmpl_routines_recv <port>`, its completion-routine twin) and `overlapped_send 127.0.0.1
+//! <port>` exchange "Network is Computer!" on loopback and print exactly what the book's
+//! programs print; `cmpl_rou_echo_serv <port>` echoes several `std` clients at once. Also their
+//! argument and connection errors.
 //!
 //! The example binaries are built by `cargo test` next to the test binaries
 //! (`target/<profile>/examples/`).
 
-use std::net::TcpListener;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc::{self, Receiver};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -63,6 +67,31 @@ impl Running {
     }
 }
 
+impl Running {
+    /// The program's stdout, line by line, read on a thread of its own while it runs.
+    fn stdout_lines(&mut self) -> Receiver<String> {
+        let child = self.0.as_mut().expect("still running");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        rx
+    }
+
+    /// Panics if the program has exited.
+    fn assert_running(&mut self) {
+        let child = self.0.as_mut().expect("still running");
+        let status = child.try_wait().expect("try_wait");
+        assert!(status.is_none(), "the program exited: {status:?}");
+    }
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
         if let Some(child) = &mut self.0 {
@@ -100,8 +129,21 @@ fn free_port() -> u16 {
 
 #[test]
 fn send_and_recv_exchange_the_message() {
+    send_to_receiver("overlapped_recv", &[]);
+}
+
+#[test]
+fn cmpl_routines_recv_prints_the_message_from_its_routine() {
+    // The routine prints the message inside the alertable wait, which then returns
+    // WAIT_IO_COMPLETION and the program says so (S28).
+    send_to_receiver("cmpl_routines_recv", &["Overlapped I/O Completed"]);
+}
+
+/// Runs `receiver <port>` and `overlapped_send 127.0.0.1 <port>` against each other; the
+/// receiver must print the message, then `after`, with only `Background data receive` before.
+fn send_to_receiver(receiver_name: &str, after: &[&str]) {
     let port = free_port().to_string();
-    let receiver = Running::start("overlapped_recv", &[&port]);
+    let receiver = Running::start(receiver_name, &[&port]);
 
     // The receiver needs a moment to listen; until it does, the sender's connect is refused and
     // it exits with that error. Try again until it connects.
@@ -127,13 +169,12 @@ fn send_and_recv_exchange_the_message() {
     assert_eq!(sent_lines, ["Send data size: 21"], "{}", describe(&sent));
 
     let mut received_lines = lines(&received.stdout);
-    let last = received_lines.pop();
-    assert_eq!(
-        last.as_deref(),
-        Some("Received message: Network is Computer!"),
-        "{}",
-        describe(&received)
-    );
+    let tail_len = after.len() + 1;
+    assert!(received_lines.len() >= tail_len, "{}", describe(&received));
+    let tail = received_lines.split_off(received_lines.len() - tail_len);
+    let mut expected = vec!["Received message: Network is Computer!"];
+    expected.extend_from_slice(after);
+    assert_eq!(tail, expected, "{}", describe(&received));
     assert!(
         received_lines
             .iter()
@@ -151,6 +192,8 @@ fn wrong_arguments_print_the_usage_and_fail() {
         ("overlapped_send", &["127.0.0.1", "1", "2"][..], "Usage: "),
         ("overlapped_recv", &[][..], "Usage : "),
         ("overlapped_recv", &["1", "2"][..], "Usage : "),
+        ("cmpl_routines_recv", &[][..], "Usage : "),
+        ("cmpl_rou_echo_serv", &["1", "2"][..], "Usage : "),
     ] {
         let out = run(name, args);
         assert!(!out.status.success(), "{name} {args:?}: {}", describe(&out));
@@ -171,6 +214,8 @@ fn bad_addresses_and_ports_are_refused() {
         ("overlapped_send", &["127.0.0.1", "0"][..]),
         ("overlapped_send", &["127.0.0.1", "65536"][..]),
         ("overlapped_recv", &["-1"][..]),
+        ("cmpl_routines_recv", &["0"][..]),
+        ("cmpl_rou_echo_serv", &["port"][..]),
     ] {
         let out = run(name, args);
         assert!(!out.status.success(), "{name} {args:?}: {}", describe(&out));
@@ -192,4 +237,90 @@ fn a_refused_connection_is_an_error() {
         describe(&out)
     );
     assert!(out.stdout.is_empty());
+}
+
+/// Connects to `port` on loopback, retrying while the server is not listening yet.
+fn connect_when_listening(port: u16) -> TcpStream {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        match TcpStream::connect(("127.0.0.1", port)) {
+            Ok(s) => {
+                s.set_read_timeout(Some(LIMIT)).expect("read timeout");
+                s.set_write_timeout(Some(LIMIT)).expect("write timeout");
+                return s;
+            }
+            Err(e) => {
+                assert!(Instant::now() < deadline, "the server never listened: {e}");
+                thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+/// Waits for `count` more lines equal to `line`, failing after `LIMIT`; other lines are
+/// unexpected.
+fn expect_lines(lines: &Receiver<String>, line: &str, count: usize) {
+    for i in 0..count {
+        let got = lines
+            .recv_timeout(LIMIT)
+            .unwrap_or_else(|e| panic!("waiting for {line:?} ({i} of {count} seen): {e}"));
+        assert_eq!(got, line);
+    }
+}
+
+#[test]
+fn cmpl_rou_echo_serv_echoes_several_connections() {
+    const CLIENTS: usize = 5;
+    let port = free_port();
+    let mut server = Running::start("cmpl_rou_echo_serv", &[&port.to_string()]);
+    let lines = server.stdout_lines();
+
+    let mut clients: Vec<TcpStream> = (0..CLIENTS).map(|_| connect_when_listening(port)).collect();
+    expect_lines(&lines, "Client connected.....", CLIENTS);
+    // Every connection has a receive pending at once; echoes go round in turns, twice, so each
+    // echo's routine must have posted the next receive.
+    for round in 0..2 {
+        let messages: Vec<Vec<u8>> = (0..CLIENTS)
+            .map(|i| format!("round {round}, client {i}: {}", "x".repeat(i * 300)).into_bytes())
+            .collect();
+        for (client, message) in clients.iter_mut().zip(&messages) {
+            client.write_all(message).expect("send to the server");
+        }
+        for (i, (client, message)) in clients.iter_mut().zip(&messages).enumerate() {
+            let mut echo = vec![0; message.len()];
+            client
+                .read_exact(&mut echo)
+                .unwrap_or_else(|e| panic!("client {i}, round {round}: reading the echo: {e}"));
+            assert_eq!(&echo, message, "client {i}, round {round}");
+        }
+    }
+
+    // A client that resets its connection at once: the server's receive fails (at once or
+    // later), it closes that connection and serves on.
+    let reset = overlapped::Socket::from(connect_when_listening(port));
+    reset.set_linger(Some(Duration::ZERO)).expect("SO_LINGER 0");
+    drop(reset);
+    expect_lines(&lines, "Client connected.....", 1);
+    expect_lines(&lines, "Client disconnected.....", 1);
+
+    for (i, client) in clients.iter_mut().enumerate() {
+        let message = format!("after the reset, client {i}").into_bytes();
+        client.write_all(&message).expect("send to the server");
+        let mut echo = vec![0; message.len()];
+        client.read_exact(&mut echo).expect("read the echo");
+        assert_eq!(echo, message);
+    }
+    // Graceful closes: the server reads 0 bytes (S10), closes its side, and says so.
+    for mut client in clients {
+        client
+            .shutdown(std::net::Shutdown::Write)
+            .expect("shut down");
+        let mut rest = Vec::new();
+        client
+            .read_to_end(&mut rest)
+            .expect("the server closes too");
+        assert!(rest.is_empty(), "nothing more was expected, got {rest:?}");
+    }
+    expect_lines(&lines, "Client disconnected.....", CLIENTS);
+    server.assert_running();
 }
