@@ -1,0 +1,314 @@
+#!/usr/bin/env python3
+"""Compare echo servers side by side: ours (overlapped echo-server) and the peers in bench/.
+
+Servers run one after another in alternating rounds (A B C ... A B C ...), so that a slow minute
+of a shared machine hurts every server of that round alike. Each run starts a fresh server pinned
+to CPU 0 and `overlapped bench` pinned to CPU 1. Over the measured window the script samples the
+server's CPU time (utime + stime of /proc/PID/stat, all threads) and, if `perf` can count the
+`raw_syscalls:sys_enter` tracepoint, the server's system calls. It reports, per server, the
+median over rounds of each metric and the median of the within-round ratio to the reference
+server (the hand-written epoll server). Two modes:
+
+  paced    100 connections, depth 1, a fixed offered rate below every server's capacity:
+           CPU microseconds per message, p99 latency, system calls per message.
+  unpaced  1,000 connections, depth 4, as fast as the server goes: msgs/s, system calls per
+           message, CPU per message.
+
+Standard library only. `--svg FILE` draws the paced CPU per message of each server.
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REFERENCE = "epoll"
+TICKS = os.sysconf("SC_CLK_TCK")
+METRICS = ("msgs_per_s", "p99_us", "cpu_us_per_msg", "syscalls_per_msg")
+
+
+def target_dir():
+    return os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
+
+
+def build():
+    cmd = ["cargo", "build", "--release", "-p", "overlapped-cli", "-p", "overlapped-bench"]
+    subprocess.run(cmd, cwd=ROOT, check=True)
+
+
+def servers(bin_dir):
+    """The servers to compare: name -> command (without --port)."""
+    ours = os.path.join(bin_dir, "overlapped")
+    found = {REFERENCE: [os.path.join(bin_dir, "echo-epoll")]}
+    for peer in ("tokio", "monoio", "compio"):
+        found[peer] = [os.path.join(bin_dir, "echo-" + peer)]
+    help_text = subprocess.run([ours, "echo-server", "-h"], capture_output=True, text=True).stdout
+    values = re.search(r"--model <MODEL>.*?\[possible values: ([^\]]*)\]", help_text, re.S)
+    models = [m.strip() for m in values.group(1).split(",")] if values else ["event"]
+    one_thread = ["--threads", "1"] if "--threads" in help_text else []
+    for model in ("event", "routine", "port"):
+        if model in models:
+            extra = one_thread if model == "port" else []
+            found["overlapped-" + model] = [ours, "echo-server", "--model", model] + extra
+    return found
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # Fields 14 and 15 of the file (utime, stime); [0] here is field 3.
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def perf_usable():
+    if not shutil.which("perf"):
+        return False
+    probe = subprocess.run(
+        ["perf", "stat", "-x,", "-e", "raw_syscalls:sys_enter", "--", "true"],
+        capture_output=True, text=True)
+    return probe.returncode == 0 and "raw_syscalls:sys_enter" in probe.stderr \
+        and "not supported" not in probe.stderr
+
+
+def count_syscalls(pid, seconds):
+    """System calls the process makes in the next `seconds` (all threads), or None."""
+    run = subprocess.run(
+        ["perf", "stat", "-x,", "-e", "raw_syscalls:sys_enter", "-p", str(pid), "--",
+         "sleep", f"{seconds:.3f}"], capture_output=True, text=True)
+    for line in run.stderr.splitlines():
+        parts = line.split(",")
+        if len(parts) > 2 and parts[2] == "raw_syscalls:sys_enter" and parts[0].isdigit():
+            return int(parts[0])
+    return None
+
+
+def start_server(cmd):
+    proc = subprocess.Popen(["taskset", "-c", "0"] + cmd + ["--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    line = proc.stdout.readline()
+    match = re.match(r"listening on (\S+)", line)
+    if not match:
+        proc.kill()
+        proc.wait()
+        raise RuntimeError(f"{cmd[0]} did not announce its address (said {line!r})")
+    return proc, match.group(1)
+
+
+def run_once(name, cmd, bench_bin, load, args, use_perf):
+    """One server, one run: returns a dict of metrics (None where not measured)."""
+    proc, addr = start_server(cmd)
+    try:
+        bench = [bench_bin, "bench", "--addr", addr, "--json", "--threads", "1",
+                 "--warmup", str(args.warmup), "--duration", str(args.duration)] + load
+        started = time.monotonic()
+        client = subprocess.Popen(["taskset", "-c", "1"] + bench,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # Sample inside the measured window, half a second in from each end.
+        margin = min(0.5, args.duration / 4)
+        time.sleep(max(0.0, started + args.warmup + margin - time.monotonic()))
+        window = args.duration - 2 * margin
+        cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
+        syscalls = count_syscalls(proc.pid, window) if use_perf else None
+        if syscalls is None:
+            time.sleep(max(0.0, t0 + window - time.monotonic()))
+        cpu1, t1 = cpu_seconds(proc.pid), time.monotonic()
+        out, err = client.communicate(timeout=args.warmup + args.duration + 60)
+        if client.returncode != 0:
+            raise RuntimeError(f"bench failed against {name}: {err.strip()}")
+        result = json.loads(out)
+        rate = result["msgs_per_s"]
+        messages = rate * (t1 - t0)
+        return {
+            "msgs_per_s": rate,
+            "p99_us": result["latency_us"]["p99"],
+            "cpu_us_per_msg": (cpu1 - cpu0) * 1e6 / messages if messages else None,
+            "syscalls_per_msg": syscalls / (rate * window) if syscalls and rate else None,
+            "errors": result["errors"],
+            "first_error": result["first_error"],
+        }
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def run_mode(mode, load, names, commands, args, use_perf, rounds):
+    """Alternating rounds; returns {server: [metrics per round]}."""
+    runs = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names:
+            try:
+                m = run_once(name, commands[name], args.bench_bin, load, args, use_perf)
+            except (RuntimeError, OSError, subprocess.TimeoutExpired, ValueError) as e:
+                print(f"  {mode} round {r + 1}: {name}: {e}", file=sys.stderr)
+                m = {k: None for k in METRICS}
+                m["errors"], m["first_error"] = None, str(e)
+            runs[name].append(m)
+            print(f"  {mode} round {r + 1}/{rounds} {name:18} {fmt(m['msgs_per_s'], 0):>9} msg/s"
+                  f"  p99 {fmt(m['p99_us'], 0):>7} us  cpu {fmt(m['cpu_us_per_msg'], 2):>6} us/msg"
+                  f"  syscalls {fmt(m['syscalls_per_msg'], 2):>5}/msg  errors {m['errors']}",
+                  file=sys.stderr)
+    return runs
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def summarize(runs):
+    """Per server: raw medians, and medians of the within-round ratios to the reference."""
+    summary = {}
+    ref = runs.get(REFERENCE, [])
+    for name, rounds in runs.items():
+        row = {"raw": {}, "ratio": {}, "errors": sum(m["errors"] or 0 for m in rounds),
+               "failed_runs": sum(1 for m in rounds if m["msgs_per_s"] is None)}
+        for metric in METRICS:
+            row["raw"][metric] = median(m[metric] for m in rounds)
+            ratios = []
+            for mine, theirs in zip(rounds, ref):
+                if mine[metric] is not None and theirs[metric]:
+                    ratios.append(mine[metric] / theirs[metric])
+            row["ratio"][metric] = median(ratios)
+        summary[name] = row
+    return summary
+
+
+def fmt(value, digits):
+    return "n/a" if value is None else f"{value:,.{digits}f}"
+
+
+def table(title, summary):
+    lines = [title, "",
+             "| server | msg/s | p99 µs | CPU µs/msg | syscalls/msg "
+             "| msg/s ÷ ref | p99 ÷ ref | CPU ÷ ref | syscalls ÷ ref | errors |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, row in summary.items():
+        raw, ratio = row["raw"], row["ratio"]
+        errors = str(row["errors"]) + (f" ({row['failed_runs']} runs failed)"
+                                       if row["failed_runs"] else "")
+        lines.append(
+            f"| {name} | {fmt(raw['msgs_per_s'], 0)} | {fmt(raw['p99_us'], 0)} "
+            f"| {fmt(raw['cpu_us_per_msg'], 2)} | {fmt(raw['syscalls_per_msg'], 2)} "
+            f"| {fmt(ratio['msgs_per_s'], 2)} | {fmt(ratio['p99_us'], 2)} "
+            f"| {fmt(ratio['cpu_us_per_msg'], 2)} | {fmt(ratio['syscalls_per_msg'], 2)} "
+            f"| {errors} |")
+    return "\n".join(lines)
+
+
+def svg(runs, summary, title):
+    """A horizontal bar chart of median CPU µs per message, with each round as a dot."""
+    names = list(summary)
+    values = [summary[n]["raw"]["cpu_us_per_msg"] or 0 for n in names]
+    points = [v for n in names for v in (m["cpu_us_per_msg"] for m in runs[n]) if v]
+    top = max(points + values + [1e-9]) * 1.1
+    left, width, bar, gap = 150, 460, 26, 12
+    height = 70 + len(names) * (bar + gap) + 30
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + width + 90}" '
+           f'height="{height}" font-family="sans-serif" font-size="13">',
+           f'<rect width="100%" height="100%" fill="white"/>',
+           f'<text x="10" y="22" font-size="15" font-weight="bold">{esc(title)}</text>',
+           '<text x="10" y="42" fill="#555">server CPU µs per message (utime+stime), '
+           'bar = median, dots = rounds; lower is better</text>']
+    for i, (name, value) in enumerate(zip(names, values)):
+        y = 60 + i * (bar + gap)
+        w = width * value / top
+        color = "#888" if name == REFERENCE else ("#d62" if name.startswith("overlapped")
+                                                   else "#48a")
+        out.append(f'<text x="{left - 8}" y="{y + bar * 0.65}" text-anchor="end">'
+                   f'{esc(name)}</text>')
+        out.append(f'<rect x="{left}" y="{y}" width="{w:.1f}" height="{bar}" fill="{color}"/>')
+        out.append(f'<text x="{left + w + 6:.1f}" y="{y + bar * 0.65}">{value:.2f}</text>')
+        for m in runs[name]:
+            if m["cpu_us_per_msg"]:
+                x = left + width * m["cpu_us_per_msg"] / top
+                out.append(f'<circle cx="{x:.1f}" cy="{y + bar / 2}" r="3" fill="black" '
+                           f'fill-opacity="0.6"/>')
+    axis_y = 60 + len(names) * (bar + gap)
+    out.append(f'<line x1="{left}" y1="{axis_y}" x2="{left + width}" y2="{axis_y}" '
+               f'stroke="black"/>')
+    for k in range(5):
+        v = top * k / 4
+        x = left + width * k / 4
+        out.append(f'<text x="{x:.1f}" y="{axis_y + 16}" text-anchor="middle" '
+                   f'fill="#555">{v:.2f}</text>')
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
+def esc(text):
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--mode", choices=["paced", "unpaced", "both"], default="both")
+    p.add_argument("--rounds", type=int, default=5, help="rounds of the paced mode")
+    p.add_argument("--unpaced-rounds", type=int, default=3)
+    p.add_argument("--duration", type=float, default=8.0, help="measured seconds per run")
+    p.add_argument("--warmup", type=float, default=2.0)
+    p.add_argument("--rate", type=int, default=50_000, help="paced: msgs/s offered in total")
+    p.add_argument("--connections", type=int, default=100, help="paced: connections")
+    p.add_argument("--depth", type=int, default=1, help="paced: depth")
+    p.add_argument("--unpaced-connections", type=int, default=1000)
+    p.add_argument("--unpaced-depth", type=int, default=4)
+    p.add_argument("--size", type=int, default=64, help="message bytes")
+    p.add_argument("--servers", help="comma-separated subset of the servers to run")
+    p.add_argument("--no-build", action="store_true", help="use the binaries as they are")
+    p.add_argument("--json", help="write every run and the summaries to this file")
+    p.add_argument("--svg", help="write the paced CPU-per-message plot to this file")
+    args = p.parse_args()
+
+    if not args.no_build:
+        build()
+    bin_dir = os.path.join(target_dir(), "release")
+    args.bench_bin = os.path.join(bin_dir, "overlapped")
+    commands = servers(bin_dir)
+    names = list(commands)
+    if args.servers:
+        wanted = args.servers.split(",")
+        unknown = [n for n in wanted if n not in commands]
+        if unknown:
+            sys.exit(f"unknown servers {unknown}; known: {names}")
+        names = [n for n in names if n in wanted]
+    use_perf = perf_usable()
+    print(f"servers: {', '.join(names)}; perf syscall counting: "
+          f"{'yes' if use_perf else 'n/a'}", file=sys.stderr)
+
+    report = {"servers": {n: [os.path.basename(commands[n][0])] + commands[n][1:] for n in names},
+              "settings": {k: v for k, v in vars(args).items() if k not in ("json", "svg")}}
+    common = ["--size", str(args.size)]
+    if args.mode in ("paced", "both"):
+        load = ["--connections", str(args.connections), "--depth", str(args.depth),
+                "--rate", str(args.rate)] + common
+        runs = run_mode("paced", load, names, commands, args, use_perf, args.rounds)
+        summary = summarize(runs)
+        title = (f"Paced: {args.connections} connections, depth {args.depth}, {args.size} B, "
+                 f"offered {args.rate:,} msg/s; medians of {args.rounds} rounds")
+        print(table(title, summary) + "\n")
+        report["paced"] = {"runs": runs, "summary": summary}
+        if args.svg:
+            with open(args.svg, "w") as f:
+                f.write(svg(runs, summary, f"CPU per message, offered {args.rate:,} msg/s, "
+                                           f"{args.connections} connections"))
+    if args.mode in ("unpaced", "both"):
+        load = ["--connections", str(args.unpaced_connections),
+                "--depth", str(args.unpaced_depth)] + common
+        runs = run_mode("unpaced", load, names, commands, args, use_perf, args.unpaced_rounds)
+        summary = summarize(runs)
+        title = (f"Unpaced: {args.unpaced_connections} connections, depth {args.unpaced_depth}, "
+                 f"{args.size} B; medians of {args.unpaced_rounds} rounds")
+        print(table(title, summary) + "\n")
+        report["unpaced"] = {"runs": runs, "summary": summary}
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
