@@ -1,4 +1,4 @@
-//! `overlapped echo-server --model event`, driven from outside as a user would run it.
+//! `overlapped echo-server --model event|routine`, driven from outside as a user would run it.
 //!
 //! Each test starts the built binary with `--port 0`, reads the port from its
 //! `listening on ...` line, talks to it over loopback with plain `std::net` clients, and kills it
@@ -20,6 +20,9 @@ const IO_LIMIT: Duration = Duration::from_secs(30);
 /// The backends each test runs on: the library's choice, then epoll forced.
 const BACKENDS: [Option<&str>; 2] = [None, Some("epoll")];
 
+/// The notification models each test runs on.
+const MODELS: [&str; 2] = ["event", "routine"];
+
 /// A running server, killed when dropped.
 struct Server {
     child: Child,
@@ -27,9 +30,9 @@ struct Server {
 }
 
 impl Server {
-    fn start(backend: Option<&str>) -> Server {
+    fn start(model: &str, backend: Option<&str>) -> Server {
         let mut command = Command::new(env!("CARGO_BIN_EXE_overlapped"));
-        command.args(["echo-server", "--model", "event", "--port", "0"]);
+        command.args(["echo-server", "--model", model, "--port", "0"]);
         if let Some(backend) = backend {
             command.env("OVERLAPPED_BACKEND", backend);
         }
@@ -102,14 +105,16 @@ fn message(conn: usize, round: usize) -> Vec<u8> {
 
 #[test]
 fn serves_a_thousand_concurrent_connections() {
-    for backend in BACKENDS {
-        serves_a_thousand_concurrent_connections_on(backend);
+    for model in MODELS {
+        for backend in BACKENDS {
+            serves_a_thousand_concurrent_connections_on(model, backend);
+        }
     }
 }
 
-fn serves_a_thousand_concurrent_connections_on(backend: Option<&str>) {
+fn serves_a_thousand_concurrent_connections_on(model: &str, backend: Option<&str>) {
     const CONNECTIONS: usize = 1000;
-    let mut server = Server::start(backend);
+    let mut server = Server::start(model, backend);
     let mut conns: Vec<TcpStream> = (0..CONNECTIONS).map(|_| server.connect()).collect();
 
     // Two rounds: the second shows that each connection's next receive was posted after its echo.
@@ -121,11 +126,11 @@ fn serves_a_thousand_concurrent_connections_on(backend: Option<&str>) {
             let expected = message(i, round);
             let mut echo = vec![0; expected.len()];
             s.read_exact(&mut echo).unwrap_or_else(|e| {
-                panic!("{backend:?}: connection {i}, round {round}: reading the echo: {e}")
+                panic!("{model} {backend:?}: connection {i}, round {round}: reading the echo: {e}")
             });
             assert_eq!(
                 echo, expected,
-                "{backend:?}: connection {i}, round {round}: wrong echo"
+                "{model} {backend:?}: connection {i}, round {round}: wrong echo"
             );
         }
     }
@@ -134,13 +139,15 @@ fn serves_a_thousand_concurrent_connections_on(backend: Option<&str>) {
 
 #[test]
 fn resets_and_closes_do_not_stop_the_server() {
-    for backend in BACKENDS {
-        resets_and_closes_do_not_stop_the_server_on(backend);
+    for model in MODELS {
+        for backend in BACKENDS {
+            resets_and_closes_do_not_stop_the_server_on(model, backend);
+        }
     }
 }
 
-fn resets_and_closes_do_not_stop_the_server_on(backend: Option<&str>) {
-    let mut server = Server::start(backend);
+fn resets_and_closes_do_not_stop_the_server_on(model: &str, backend: Option<&str>) {
+    let mut server = Server::start(model, backend);
     let mut survivors: Vec<TcpStream> = (0..4).map(|_| server.connect()).collect();
 
     for i in 0..30 {
@@ -183,15 +190,17 @@ fn resets_and_closes_do_not_stop_the_server_on(backend: Option<&str>) {
 
 #[test]
 fn a_busy_connection_does_not_starve_the_others() {
-    for backend in BACKENDS {
-        a_busy_connection_does_not_starve_the_others_on(backend);
+    for model in MODELS {
+        for backend in BACKENDS {
+            a_busy_connection_does_not_starve_the_others_on(model, backend);
+        }
     }
 }
 
-fn a_busy_connection_does_not_starve_the_others_on(backend: Option<&str>) {
+fn a_busy_connection_does_not_starve_the_others_on(model: &str, backend: Option<&str>) {
     const CHUNK: usize = 64 * 1024;
     const CHUNKS: usize = 200;
-    let mut server = Server::start(backend);
+    let mut server = Server::start(model, backend);
     let busy = server.connect();
     let mut quiet = server.connect();
 

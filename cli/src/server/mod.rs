@@ -4,11 +4,12 @@
 //! socket, and announcing the bound address. The announcement is the line
 //! `listening on ADDRESS:PORT`, flushed at once, so that scripts and tests that start the server
 //! with `--port 0` can read which port the kernel chose. Each model is a sibling file with one
-//! entry point taking the listener; `--model routine` and `--model port` are added by writing
-//! their file and a variant of [`Model`].
+//! entry point taking the listener; `--model port` is added by writing its file and a variant
+//! of [`Model`].
 
 mod accept;
 mod event;
+mod routine;
 
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -23,12 +24,15 @@ use crate::failure::{Context, Outcome};
 pub enum Model {
     /// One event per connection, waited on all at once (`WSAWaitForMultipleEvents`).
     Event,
+    /// Completion routines: each connection a chain of routines, run in alertable waits.
+    Routine,
 }
 
 impl std::fmt::Display for Model {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Model::Event => "event (one event per connection, all waited on together)",
+            Model::Routine => "routine (completion routines, run in one thread's alertable waits)",
         })
     }
 }
@@ -70,5 +74,6 @@ pub fn run(options: &Options) -> Outcome<()> {
     drop(out);
     match options.model {
         Model::Event => event::serve(listener, options.verbose),
+        Model::Routine => routine::serve(listener, options.verbose),
     }
 }
