@@ -78,6 +78,13 @@ fn run_demo(backend: Option<&str>) -> String {
         "buffer 1 = \"dead\", buffer 2 = \"beefs\"",
         "zero-byte receive posted with no data waiting: pending",
         "it completed with 0 bytes",
+        "an overlapped receive, notified through a completion routine",
+        "receive posted with a completion routine, before any data: pending",
+        "non-alertable wait (WaitForSingleObjectEx(.., FALSE)) for 100 ms: WAIT_TIMEOUT, routine not run",
+        "the routine ran inside it, then the sleep returned WAIT_IO_COMPLETION (0xC0)",
+        "routine called with error 0, 20 bytes, flags 0x0, the overlapped object holding \"Network is Computer!\"",
+        "the overlapped object's event was left alone (S22)",
+        "its routine was queued all the same (S30)",
         "engine counters: ",
         "demo finished",
     ] {
@@ -86,5 +93,14 @@ fn run_demo(backend: Option<&str>) -> String {
             "the demo's output lacks {needle:?}:\n{out}"
         );
     }
+    let thread_line = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("routine ran on the issuing thread: "))
+        .unwrap_or_else(|| panic!("no line on the routine's thread:\n{out}"));
+    let ids: Vec<&str> = thread_line.split(" = ").collect();
+    assert!(
+        ids.len() == 2 && ids[0] == ids[1],
+        "the routine's thread and the issuer's differ: {thread_line}"
+    );
     out
 }

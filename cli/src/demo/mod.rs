@@ -5,12 +5,13 @@
 //! reader *see* the model (an operation that is pending, the event that says it finished, the
 //! result read from the overlapped object), so each step also checks what it shows: if the
 //! library does not behave as the SPEC promises, the demo stops with an error naming the step,
-//! and exits non-zero. Further models (completion routines, a completion port echo) are added by
+//! and exits non-zero. Further models (a completion port echo) are added by
 //! writing a file and appending it to [`SCENARIOS`].
 //!
 //! Every wait is bounded by [`STEP_TIMEOUT`], so a library bug shows as an error, never a hang.
 
 mod events;
+mod routines;
 
 use std::fmt::Display;
 use std::net::SocketAddr;
@@ -31,10 +32,16 @@ struct Scenario {
 }
 
 /// The scenarios, in the order the chapter tells them.
-const SCENARIOS: &[Scenario] = &[Scenario {
-    title: "overlapped send and receive, notified through event objects",
-    run: events::run,
-}];
+const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        title: "overlapped send and receive, notified through event objects",
+        run: events::run,
+    },
+    Scenario {
+        title: "an overlapped receive, notified through a completion routine",
+        run: routines::run,
+    },
+];
 
 /// Runs every scenario, then prints the engine's counters.
 pub fn run() -> Outcome<()> {
