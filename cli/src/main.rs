@@ -2,8 +2,8 @@
 //!
 //! - `overlapped demo` runs the chapter's scenario end to end on loopback and prints each step
 //!   (see [`demo`]).
-//! - `overlapped echo-server --model event` serves echo clients with one of the notification
-//!   models (see [`server`]).
+//! - `overlapped echo-server --model event|routine` serves echo clients with one of the
+//!   notification models (see [`server`]).
 //!
 //! Every subcommand returns an [`failure::Outcome`]; a failure is printed on stderr as one line
 //! saying which step failed and why, and the process exits with status 1.
