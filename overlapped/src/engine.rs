@@ -220,25 +220,54 @@ pub(crate) fn cancel(op: &Arc<Op>, code: u32) -> Result<()> {
     }
 }
 
-/// Closes a socket's queues (S34): waiting operations complete with `WSAECONNABORTED` now; the
-/// ones in the kernel are cancelled and complete with it when the kernel lets go of them. New
-/// operations are refused.
+/// Whether a socket has operations pending.
+pub(crate) fn has_pending(sock: &crate::socket::SockInner) -> bool {
+    lock(&sock.queues).dirs.iter().any(DirQueue::is_busy)
+}
+
+/// Closes a socket's queues (S34): waiting operations complete with `WSAECONNABORTED` now (an
+/// accept: `WSA_OPERATION_ABORTED`, S35); the ones in the kernel are cancelled and complete with
+/// it when the kernel lets go of them. New operations are refused.
 pub(crate) fn close(sock: &crate::socket::SockInner) {
+    abort_all(sock, true);
+}
+
+/// Cancels every pending operation of a socket (`CancelIoEx(socket, NULL)`, S33);
+/// `ERROR_NOT_FOUND` if there was none.
+pub(crate) fn cancel_all(sock: &crate::socket::SockInner) -> Result<()> {
+    match abort_all(sock, false) {
+        true => Ok(()),
+        false => Err(Error::new(codes::ERROR_NOT_FOUND)),
+    }
+}
+
+/// Aborts every pending operation of a socket, because it closes or on request; returns whether
+/// there was any.
+fn abort_all(sock: &crate::socket::SockInner, closing: bool) -> bool {
+    let code = |op: &Op| match closing {
+        true => op.close_code(),
+        false => codes::WSA_OPERATION_ABORTED,
+    };
     let mut finished = Finished::new();
+    let mut found = false;
     {
         let mut queues = lock(&sock.queues);
-        queues.closed = true;
+        queues.closed |= closing;
         for dir in queues.dirs.iter_mut() {
             for op in dir.waiting.drain(..) {
-                finished.push((op, Completion::aborted(codes::WSAECONNABORTED)));
+                let aborted = Completion::aborted(code(&op));
+                finished.push((op, aborted));
             }
             if let Some(op) = &dir.in_flight {
-                op.mark_cancelled(codes::WSAECONNABORTED);
+                found = true;
+                op.mark_cancelled(code(op));
                 // Nothing more can be done if the kernel refuses the cancel request: the
                 // operation then completes on its own, and its record keeps the socket open.
                 let _ = op.ring.cancel(Arc::as_ptr(op) as u64);
             }
         }
     }
+    found |= !finished.is_empty();
     notify_all(finished);
+    found
 }

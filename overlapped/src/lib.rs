@@ -52,6 +52,7 @@ pub mod driver;
 mod engine;
 mod error;
 mod event;
+mod ext;
 pub mod flags;
 mod notify;
 mod op;

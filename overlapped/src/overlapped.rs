@@ -259,6 +259,11 @@ impl<B: Send + 'static> OvCore<B> {
     pub(crate) fn event(&self) -> Option<&Event> {
         self.event.as_ref()
     }
+
+    /// The byte count recorded for the last operation (0 if none is recorded).
+    pub(crate) fn bytes_so_far(&self) -> usize {
+        lock(&self.state).completion.map_or(0, |c| c.bytes)
+    }
 }
 
 impl<B: Send + 'static> Default for Overlapped<B> {
@@ -289,12 +294,16 @@ impl<B> std::fmt::Debug for Overlapped<B> {
 }
 
 impl<B: Send> Target for OvCore<B> {
-    fn finish(&self, completion: Completion) {
+    fn record(&self, completion: Completion) {
         let mut st = lock(&self.state);
         st.phase = Phase::Done;
         st.completion = Some(completion);
         st.op = Weak::new();
-        drop(st);
+    }
+
+    fn wake_waiters(&self) {
+        // Taking the lock orders this wake after a waiter's check of the phase.
+        drop(lock(&self.state));
         self.finished.notify_all();
     }
 }

@@ -88,6 +88,10 @@ impl SockInner {
         self.reset.load(Ordering::Acquire)
     }
 
+    pub(crate) fn mark_shut_down_for_send(&self) {
+        self.shut_down_for_send.store(true, Ordering::Release);
+    }
+
     pub(crate) fn is_shut_down_for_send(&self) -> bool {
         self.shut_down_for_send.load(Ordering::Acquire)
     }

@@ -24,17 +24,19 @@ use crate::engine;
 use crate::error::{codes, Error, Result};
 use crate::flags;
 use crate::notify::Notify;
-use crate::op::{Dir, Mode, Op, Target};
+use crate::op::{Dir, Op, OpParts, Stage, Target};
 use crate::overlapped::{Completion, OvCore, Overlapped, Started};
 use crate::socket::Socket;
 
 /// What an operation will do, worked out from its arguments before its buffers move.
-struct Plan {
-    iov: Vec<libc::iovec>,
-    dir: Dir,
-    mode: Mode,
-    addr: Option<RawAddr>,
-    linux_flags: Result<i32>,
+pub(crate) struct Plan {
+    pub(crate) iov: Vec<libc::iovec>,
+    pub(crate) dir: Dir,
+    pub(crate) stage: Stage,
+    pub(crate) addr: Option<RawAddr>,
+    pub(crate) linux_flags: Result<i32>,
+    /// Whether an empty buffer list is refused (S6); the extension functions take none.
+    pub(crate) needs_buffers: bool,
 }
 
 impl Plan {
@@ -42,28 +44,30 @@ impl Plan {
         Plan {
             iov: iovecs_for_send(bufs),
             dir: Dir::Write,
-            mode: Mode::Send,
+            stage: Stage::Send,
             addr: to.map(RawAddr::from_socket_addr),
             linux_flags: flags::send_to_linux(flags),
+            needs_buffers: true,
         }
     }
 
     fn recv<B: IoBufMut>(sock: &Socket, bufs: &mut [B], flags: u32, with_from: bool) -> Plan {
         let iov = iovecs_for_recv(bufs);
         let total: usize = iov.iter().map(|v| v.iov_len).sum();
-        let mode = if sock.inner.is_stream() && total == 0 {
-            Mode::ZeroByteRecv
+        let stage = if sock.inner.is_stream() && total == 0 {
+            Stage::ZeroByteRecv
         } else {
-            Mode::Recv {
+            Stage::Recv {
                 wait_all: flags & flags::MSG_WAITALL != 0,
             }
         };
         Plan {
             iov,
             dir: Dir::Read,
-            mode,
+            stage,
             addr: with_from.then(RawAddr::empty),
             linux_flags: flags::recv_to_linux(flags),
+            needs_buffers: true,
         }
     }
 }
@@ -182,16 +186,23 @@ impl Socket {
         let core = ov.core().clone();
         let ticket = alertable::register(ov, routine)?;
         let id = ticket.id();
-        self.start(&core, None, bufs, plan, Some(ticket))
-            .map_err(|error| match alertable::unregister::<B, F>(id) {
-                Some(overlapped) => NotStarted { error, overlapped },
+        match self.start(&core, None, bufs, plan, Some(ticket)) {
+            Ok(started) => Ok(started),
+            // A truncated datagram completed at once: a warning, not a failure. Its routine is
+            // queued and will report WSAEMSGSIZE with the bytes that fit (S12, S30).
+            Err(error) if error.code() == codes::WSAEMSGSIZE => {
+                Ok(Started::Done(core.bytes_so_far()))
+            }
+            Err(error) => match alertable::unregister::<B, F>(id) {
+                Some(overlapped) => Err(NotStarted { error, overlapped }),
                 None => {
                     unreachable!("a routine whose operation failed at once is still registered")
                 }
-            })
+            },
+        }
     }
 
-    fn start<B: Send + 'static>(
+    pub(crate) fn start<B: Send + 'static>(
         &self,
         core: &Arc<OvCore<B>>,
         ov: Option<&Overlapped<B>>,
@@ -202,10 +213,11 @@ impl Socket {
         let count = bufs.len();
         core.begin(bufs, routine.is_none())?;
         let fail = |error: Error| {
-            core.finish(Completion::failed(error, 0));
+            core.record(Completion::failed(error, 0));
+            core.wake_waiters();
             Err(error)
         };
-        let linux_flags = if count == 0 {
+        let linux_flags = if count == 0 && plan.needs_buffers {
             return fail(Error::new(codes::WSAEINVAL)); // S6: a buffer count of 0.
         } else if count > MAX_BUFFERS {
             return fail(Error::with_errno(codes::WSAEINVAL, libc::EMSGSIZE)); // S6: over IOV_MAX.
@@ -239,17 +251,17 @@ impl Socket {
                 Err(error) => return fail(error),
             },
         };
-        let op = Arc::new(Op::new(
-            self.inner.clone(),
+        let op = Arc::new(Op::new(OpParts {
+            sock: self.inner.clone(),
             ring,
-            plan.dir,
-            plan.mode,
-            core.clone(),
+            dir: plan.dir,
+            stage: plan.stage,
+            target: core.clone(),
             notify,
-            plan.iov,
-            plan.addr,
+            iov: plan.iov,
+            addr: plan.addr,
             linux_flags,
-        ));
+        }));
         core.attach(&op);
         engine::start(op)
     }

@@ -22,6 +22,7 @@
 //! which and why.
 
 mod epoll;
+pub(crate) mod nonblocking;
 mod uring;
 
 use std::os::fd::RawFd;
@@ -32,6 +33,7 @@ use std::time::Duration;
 use crate::error::{codes, Error, Result};
 
 /// One kernel request. Its pointers must stay valid until its completion has been delivered.
+#[derive(Clone, Copy, Debug)]
 pub(crate) enum Request {
     /// `recvmsg(fd, msg, flags)`.
     RecvMsg {
@@ -45,8 +47,34 @@ pub(crate) enum Request {
         msg: *const libc::msghdr,
         flags: u32,
     },
+    /// `accept4(fd, addr, len, SOCK_NONBLOCK | SOCK_CLOEXEC)`: the result is the new descriptor.
+    Accept {
+        fd: RawFd,
+        addr: *mut libc::sockaddr,
+        len: *mut libc::socklen_t,
+    },
     /// Wait until `fd` is readable (or in error); the result is the `poll` event mask.
     PollIn { fd: RawFd },
+    /// Wait until `fd` is writable (or in error): a connect in progress has ended.
+    PollOut { fd: RawFd },
+}
+
+// SAFETY: a request's pointers are only dereferenced by the system call or kernel request that
+// performs it, while the engine keeps the memory alive and untouched (the `Ring::submit`
+// contract); which thread makes that call does not matter.
+unsafe impl Send for Request {}
+
+impl Request {
+    /// The descriptor the request works on.
+    pub(crate) fn fd(&self) -> RawFd {
+        match *self {
+            Request::RecvMsg { fd, .. }
+            | Request::SendMsg { fd, .. }
+            | Request::Accept { fd, .. }
+            | Request::PollIn { fd }
+            | Request::PollOut { fd } => fd,
+        }
+    }
 }
 
 /// A queue of kernel requests and their completions; see the module docs for the contract.

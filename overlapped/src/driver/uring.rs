@@ -26,7 +26,8 @@ const SQ_ENTRIES: u32 = 1024;
 const CQ_ENTRIES: u32 = 16384;
 
 /// The opcodes the library uses, with their names for messages.
-const OPCODES: [(&str, u8); 5] = [
+const OPCODES: [(&str, u8); 6] = [
+    ("ACCEPT", opcode::Accept::CODE),
     ("RECVMSG", opcode::RecvMsg::CODE),
     ("SENDMSG", opcode::SendMsg::CODE),
     ("POLL_ADD", opcode::PollAdd::CODE),
@@ -135,8 +136,14 @@ impl Ring for Uring {
             Request::SendMsg { fd, msg, flags } => opcode::SendMsg::new(types::Fd(fd), msg)
                 .flags(flags)
                 .build(),
+            Request::Accept { fd, addr, len } => opcode::Accept::new(types::Fd(fd), addr, len)
+                .flags(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
+                .build(),
             Request::PollIn { fd } => {
                 opcode::PollAdd::new(types::Fd(fd), (libc::POLLIN | libc::POLLRDHUP) as u32).build()
+            }
+            Request::PollOut { fd } => {
+                opcode::PollAdd::new(types::Fd(fd), libc::POLLOUT as u32).build()
             }
         };
         self.push(entry.user_data(user_data))

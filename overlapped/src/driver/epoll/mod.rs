@@ -38,10 +38,10 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use super::{Counters, Request, Ring, COUNTERS};
+use super::{nonblocking, Counters, Request, Ring, COUNTERS};
 use crate::error::Result;
 use crate::event::lock;
-use table::{Attempt, Change, Job, Table};
+use table::{Attempt, Change, Table};
 
 /// The token of the wake eventfd; no descriptor token has all low 32 bits set.
 const WAKE_TOKEN: u64 = u64::MAX;
@@ -148,38 +148,11 @@ impl Epoll {
 
     /// Performs one request without blocking; returns what io_uring would deliver for it.
     fn perform(attempt: &Attempt) -> i32 {
-        let fd = attempt.fd;
         Counters::bump(&COUNTERS.kernel_entries);
-        let moved = match attempt.job {
-            // SAFETY: the message header and the buffers it points to stay valid and untouched by
-            // the engine until this request's result is delivered (the `submit` contract), and no
-            // other thread performs this request meanwhile (it is marked busy).
-            Job::Recv { msg, flags } => unsafe {
-                libc::recvmsg(fd, msg, flags | libc::MSG_DONTWAIT)
-            },
-            // SAFETY: as above; the kernel only reads the buffers.
-            Job::Send { msg, flags } => unsafe {
-                libc::sendmsg(fd, msg, flags | libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
-            },
-            Job::PollIn => {
-                let mut pfd = libc::pollfd {
-                    fd,
-                    events: libc::POLLIN | libc::POLLRDHUP,
-                    revents: 0,
-                };
-                // SAFETY: one valid pollfd, no waiting.
-                match unsafe { libc::poll(&mut pfd, 1, 0) } {
-                    0 => return -libc::EAGAIN,
-                    n if n > 0 => return i32::from(pfd.revents as u16),
-                    _ => -1,
-                }
-            }
-        };
-        if moved < 0 {
-            -errno_of(&io::Error::last_os_error())
-        } else {
-            moved.min(i32::MAX as isize) as i32
-        }
+        // SAFETY: the request's memory stays valid and untouched by the engine until its result
+        // is delivered (the `submit` contract), and no other thread performs it meanwhile (it is
+        // marked busy).
+        unsafe { nonblocking::perform(&attempt.job) }
     }
 
     /// Takes one unit of the wake semaphore and re-arms it for the next `wake`.
@@ -232,23 +205,7 @@ fn timeout_ms(timeout: Option<Duration>) -> libc::c_int {
 
 impl Ring for Epoll {
     unsafe fn submit(&self, user_data: u64, request: Request) -> Result<()> {
-        let (fd, job) = match request {
-            Request::RecvMsg { fd, msg, flags } => (
-                fd,
-                Job::Recv {
-                    msg,
-                    flags: flags as i32,
-                },
-            ),
-            Request::SendMsg { fd, msg, flags } => (
-                fd,
-                Job::Send {
-                    msg,
-                    flags: flags as i32,
-                },
-            ),
-            Request::PollIn { fd } => (fd, Job::PollIn),
-        };
+        let (fd, job) = (request.fd(), request);
         let mut table = self.table();
         table.insert(user_data, fd, job);
         let change = table.interest(fd);

@@ -9,41 +9,37 @@
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::RawFd;
 
-/// One request, reduced to what performing it needs. The pointers are those the engine handed to
-/// `submit`; they stay valid until the request's result has been delivered.
-#[derive(Clone, Copy, Debug)]
-pub(super) enum Job {
-    /// `recvmsg(fd, msg, flags | MSG_DONTWAIT)`.
-    Recv { msg: *mut libc::msghdr, flags: i32 },
-    /// `sendmsg(fd, msg, flags | MSG_DONTWAIT | MSG_NOSIGNAL)`.
-    Send {
-        msg: *const libc::msghdr,
-        flags: i32,
-    },
-    /// `poll(fd, POLLIN | POLLRDHUP, 0)`: the result is the event mask.
-    PollIn,
+use crate::driver::Request;
+
+/// One request as the table keeps it: the request the engine submitted. Its pointers stay valid
+/// until its result has been delivered.
+pub(super) type Job = Request;
+
+/// Where a job waits, and the readiness it needs.
+trait Readiness {
+    fn side(&self) -> usize;
+    fn events(&self) -> u32;
 }
 
-// SAFETY: a job's pointers are only dereferenced by the system call that performs it, which runs
-// while the engine keeps the memory alive and untouched (the `Ring::submit` contract); which
-// thread makes that call does not matter.
-unsafe impl Send for Job {}
-
-impl Job {
+impl Readiness for Job {
     /// Which queue of its descriptor the job waits in: 0 for reading, 1 for writing.
     fn side(&self) -> usize {
         match self {
-            Job::Recv { .. } | Job::PollIn => 0,
-            Job::Send { .. } => 1,
+            Job::RecvMsg { .. } | Job::PollIn { .. } | Job::Accept { .. } => 0,
+            Job::SendMsg { .. } | Job::PollOut { .. } => 1,
         }
     }
 
     /// The readiness that lets the job make progress.
     fn events(&self) -> u32 {
         match self {
-            Job::Recv { flags, .. } if flags & libc::MSG_OOB != 0 => libc::EPOLLPRI as u32,
-            Job::Recv { .. } | Job::PollIn => (libc::EPOLLIN | libc::EPOLLRDHUP) as u32,
-            Job::Send { .. } => libc::EPOLLOUT as u32,
+            Job::RecvMsg { flags, .. } if *flags as i32 & libc::MSG_OOB != 0 => {
+                libc::EPOLLPRI as u32
+            }
+            Job::RecvMsg { .. } | Job::PollIn { .. } | Job::Accept { .. } => {
+                (libc::EPOLLIN | libc::EPOLLRDHUP) as u32
+            }
+            Job::SendMsg { .. } | Job::PollOut { .. } => libc::EPOLLOUT as u32,
         }
     }
 }
@@ -283,14 +279,16 @@ mod tests {
     const FD: RawFd = 7;
 
     fn recv() -> Job {
-        Job::Recv {
+        Job::RecvMsg {
+            fd: FD,
             msg: std::ptr::null_mut(),
             flags: 0,
         }
     }
 
     fn send() -> Job {
-        Job::Send {
+        Job::SendMsg {
+            fd: FD,
             msg: std::ptr::null(),
             flags: 0,
         }

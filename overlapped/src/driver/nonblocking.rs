@@ -1,0 +1,63 @@
+//! Performing a request at once, without blocking: the engine's first attempt at every operation
+//! (the "done at once" of S2), and the epoll backend's attempt when a socket becomes ready.
+//!
+//! The result has the shape of an io_uring completion: a byte count, a new descriptor or an event
+//! mask, or `-errno` (`-EAGAIN` when the socket is not ready).
+
+use std::io;
+
+use super::Request;
+
+/// Performs `request` without blocking.
+///
+/// # Safety
+/// The request's pointers must be valid for the call: the message header and the buffers it
+/// points to, and the address storage and its length.
+pub(crate) unsafe fn perform(request: &Request) -> i32 {
+    let res: isize = match *request {
+        // SAFETY: the caller's contract.
+        Request::RecvMsg { fd, msg, flags } => unsafe {
+            libc::recvmsg(fd, msg, flags as i32 | libc::MSG_DONTWAIT)
+        },
+        // SAFETY: the caller's contract; the kernel only reads the buffers.
+        Request::SendMsg { fd, msg, flags } => unsafe {
+            libc::sendmsg(
+                fd,
+                msg,
+                flags as i32 | libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        },
+        // SAFETY: the caller's contract: `addr` has room for `*len` bytes.
+        Request::Accept { fd, addr, len } => unsafe {
+            libc::accept4(fd, addr, len, libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) as isize
+        },
+        Request::PollIn { fd } => return poll_now(fd, libc::POLLIN | libc::POLLRDHUP),
+        Request::PollOut { fd } => return poll_now(fd, libc::POLLOUT),
+    };
+    if res < 0 {
+        -last_errno()
+    } else {
+        res.min(i32::MAX as isize) as i32
+    }
+}
+
+/// The readiness of `fd` for `events` now: the event mask, or `-EAGAIN` if none is there.
+fn poll_now(fd: libc::c_int, events: i16) -> i32 {
+    let mut pfd = libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no waiting.
+    match unsafe { libc::poll(&mut pfd, 1, 0) } {
+        0 => -libc::EAGAIN,
+        n if n > 0 => i32::from(pfd.revents as u16),
+        _ => -last_errno(),
+    }
+}
+
+fn last_errno() -> i32 {
+    io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
+}

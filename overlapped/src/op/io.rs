@@ -1,0 +1,181 @@
+//! The memory an operation shares with the kernel — I/O vectors, message header, address — and
+//! the system calls and kernel requests made from it.
+//!
+//! The header's pointers are refreshed from the record's own fields before every system call or
+//! submission, so the record may be built before it is placed at its final address, and vectors
+//! may be advanced or replaced between attempts.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use super::stage::Stage;
+use crate::addr::RawAddr;
+use crate::driver::{nonblocking, Request};
+use crate::socket::SockInner;
+
+pub(super) struct OpIo {
+    pub(super) stage: Stage,
+    pub(super) iov: Vec<libc::iovec>,
+    /// The first I/O vector not yet fully transferred.
+    pub(super) first: usize,
+    msg: libc::msghdr,
+    /// The peer's address: filled by a receive-from or an accept, read by a send-to.
+    pub(super) addr: Option<RawAddr>,
+    /// Bytes transferred in the current vectors.
+    pub(super) done: usize,
+    /// Bytes the current vectors hold.
+    pub(super) total: usize,
+    /// Bytes transferred by earlier stages or pieces.
+    pub(super) moved_before: usize,
+    pub(super) linux_flags: i32,
+    /// After an accept: the socket the connection now lives in, where data moves.
+    pub(super) data_sock: Option<Arc<SockInner>>,
+    /// After an accept: the peer it reported.
+    pub(super) accepted_from: Option<SocketAddr>,
+}
+
+// SAFETY: the raw pointers in `OpIo` point into the operation's own fields and into the buffers
+// its overlapped object owns until the operation has finished; they are only used under the
+// record's mutex, or by the kernel while the engine holds the record alive.
+unsafe impl Send for OpIo {}
+
+impl OpIo {
+    pub(super) fn new(
+        stage: Stage,
+        iov: Vec<libc::iovec>,
+        addr: Option<RawAddr>,
+        linux_flags: i32,
+    ) -> OpIo {
+        let total = iov.iter().map(|v| v.iov_len).sum();
+        let mut io = OpIo {
+            stage,
+            iov,
+            first: 0,
+            // SAFETY: all zeros is a valid, empty msghdr.
+            msg: unsafe { std::mem::zeroed() },
+            addr,
+            done: 0,
+            total,
+            moved_before: 0,
+            linux_flags,
+            data_sock: None,
+            accepted_from: None,
+        };
+        io.start_stage();
+        io
+    }
+
+    /// The socket data moves on now: the accepted connection after an accept, else the
+    /// operation's own.
+    pub(super) fn data_sock<'a>(&'a self, sock: &'a Arc<SockInner>) -> &'a Arc<SockInner> {
+        self.data_sock.as_ref().unwrap_or(sock)
+    }
+
+    /// Replaces the vectors with one piece (a file transmission's next part).
+    pub(super) fn set_piece(&mut self, piece: libc::iovec) {
+        self.moved_before += self.done;
+        self.total = piece.iov_len;
+        self.iov = vec![piece];
+        self.first = 0;
+        self.done = 0;
+    }
+
+    /// Points the message header at the current I/O vectors and address.
+    fn point(&mut self) {
+        let rest = &mut self.iov[self.first..];
+        self.msg.msg_iov = rest.as_mut_ptr();
+        self.msg.msg_iovlen = rest.len();
+        self.msg.msg_flags = 0;
+        match &mut self.addr {
+            Some(a) => {
+                self.msg.msg_name = &mut a.storage as *mut _ as *mut libc::c_void;
+                self.msg.msg_namelen = a.len;
+            }
+            None => {
+                self.msg.msg_name = std::ptr::null_mut();
+                self.msg.msg_namelen = 0;
+            }
+        }
+    }
+
+    /// The kernel's flags and address length after a receive.
+    pub(super) fn received(&self) -> (i32, libc::socklen_t) {
+        (self.msg.msg_flags, self.msg.msg_namelen)
+    }
+
+    /// Moves past `n` transferred bytes.
+    pub(super) fn advance(&mut self, mut n: usize) {
+        while n > 0 && self.first < self.iov.len() {
+            let v = &mut self.iov[self.first];
+            if n >= v.iov_len {
+                n -= v.iov_len;
+                self.first += 1;
+            } else {
+                // SAFETY: `n` is less than the vector's length, so the new base stays inside the
+                // same buffer.
+                v.iov_base = unsafe { (v.iov_base as *mut u8).add(n) } as *mut libc::c_void;
+                v.iov_len -= n;
+                n = 0;
+            }
+        }
+        while self.first < self.iov.len() && self.iov[self.first].iov_len == 0 {
+            self.first += 1;
+        }
+    }
+
+    /// The request that continues the operation in its current stage.
+    pub(super) fn request(&mut self, sock: &Arc<SockInner>) -> Request {
+        self.point();
+        let fd = self.data_sock(sock).fd();
+        match &self.stage {
+            Stage::Recv { .. } => Request::RecvMsg {
+                fd,
+                msg: &mut self.msg,
+                flags: self.linux_flags as u32,
+            },
+            Stage::Send | Stage::Transmit(_) => Request::SendMsg {
+                fd,
+                msg: &self.msg,
+                flags: (self.linux_flags | libc::MSG_NOSIGNAL) as u32,
+            },
+            Stage::ZeroByteRecv => Request::PollIn { fd },
+            Stage::Accept { .. } => {
+                let addr = self.addr.get_or_insert_with(RawAddr::empty);
+                addr.len = RawAddr::empty().len;
+                Request::Accept {
+                    fd,
+                    addr: &mut addr.storage as *mut _ as *mut libc::sockaddr,
+                    len: &mut addr.len,
+                }
+            }
+            // A connect in progress, or a shutdown (which never has to wait): writability.
+            Stage::Connect { .. } | Stage::Disconnect => Request::PollOut { fd },
+        }
+    }
+
+    /// One attempt without blocking: a byte count, descriptor or event mask, or `-errno`.
+    pub(super) fn attempt(&mut self, sock: &Arc<SockInner>) -> i32 {
+        let fd = self.data_sock(sock).fd();
+        let res = match &self.stage {
+            Stage::Connect { to, started: false } => {
+                // SAFETY: `to` holds a valid address of `to.len` bytes.
+                unsafe { libc::connect(fd, &to.storage as *const _ as *const _, to.len) }
+            }
+            // SAFETY: plain system call on a descriptor the operation keeps open.
+            Stage::Disconnect => unsafe { libc::shutdown(fd, libc::SHUT_WR) },
+            _ => {
+                let request = self.request(sock);
+                // SAFETY: the request points into this record and the buffers its overlapped
+                // object owns, all alive and not otherwise accessed during the call.
+                return unsafe { nonblocking::perform(&request) };
+            }
+        };
+        if res < 0 {
+            -std::io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO)
+        } else {
+            res
+        }
+    }
+}
