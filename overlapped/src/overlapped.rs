@@ -147,6 +147,11 @@ impl<B: Send + 'static> Overlapped<B> {
         }
     }
 
+    /// Whether two handles name the same overlapped object (as equal `LPWSAOVERLAPPED`s do).
+    pub fn same_as(&self, other: &Overlapped<B>) -> bool {
+        Arc::ptr_eq(&self.handle.core, &other.handle.core)
+    }
+
     /// The event this object signals.
     pub fn event(&self) -> Option<&Event> {
         self.handle.core.event.as_ref()

@@ -9,6 +9,7 @@
 
 mod accept;
 mod event;
+mod port;
 mod routine;
 
 use std::io::Write;
@@ -26,6 +27,8 @@ pub enum Model {
     Event,
     /// Completion routines: each connection a chain of routines, run in alertable waits.
     Routine,
+    /// A completion port drained by worker threads (`--threads`).
+    Port,
 }
 
 impl std::fmt::Display for Model {
@@ -33,6 +36,7 @@ impl std::fmt::Display for Model {
         f.write_str(match self {
             Model::Event => "event (one event per connection, all waited on together)",
             Model::Routine => "routine (completion routines, run in one thread's alertable waits)",
+            Model::Port => "port (a completion port drained by worker threads)",
         })
     }
 }
@@ -49,6 +53,9 @@ pub struct Options {
     /// The address to listen on.
     #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
     pub address: IpAddr,
+    /// Worker threads of the port model; 0 means one per CPU.
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
     /// Print a line for each connection that opens or closes.
     #[arg(long, short)]
     pub verbose: bool,
@@ -75,5 +82,6 @@ pub fn run(options: &Options) -> Outcome<()> {
     match options.model {
         Model::Event => event::serve(listener, options.verbose),
         Model::Routine => routine::serve(listener, options.verbose),
+        Model::Port => port::serve(listener, options.threads, options.verbose),
     }
 }

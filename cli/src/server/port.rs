@@ -1,0 +1,250 @@
+//! The completion-port model: worker threads drain one port that every socket is associated with.
+//!
+//! This is the pattern Windows servers are built on (the chapter's `IOCPEchoServ`). The listener
+//! and every connection are associated with one [`CompletionPort`]; a connection's key is its
+//! number in the table of connections, the listener's is [`LISTENER_KEY`]. Accepting is
+//! overlapped too (`AcceptEx`): a few accepts are always pending, each into a fresh socket, and
+//! each finished one is replaced. So the workers wait in one place only, the port, and every
+//! packet is one of three things: a connection accepted, data received, or an echo sent.
+//!
+//! A connection has one overlapped object per direction and one buffer, so at most one of its
+//! operations is pending at a time and no two workers ever handle it at once; its state is
+//! reached through the table, never through a pointer in the key. Sockets skip the port when an
+//! operation succeeds at once (S44): an echo that the kernel takes at once needs no packet, and
+//! the worker goes straight on to the next receive.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread;
+
+use overlapped::{codes, CompletionPort, Error, Family, Kind, Overlapped, Packet, Socket, Started};
+
+use crate::failure::{Context, Failure, Outcome};
+
+/// The size of each connection's buffer.
+const BUF_SIZE: usize = 4096;
+/// The key of the listener's packets (accepted connections).
+const LISTENER_KEY: usize = 0;
+/// Accepts kept pending at all times.
+const PENDING_ACCEPTS: usize = 16;
+
+/// Serves connections accepted on `listener` with `threads` workers until a fatal error.
+pub fn serve(listener: Socket, threads: usize, verbose: bool) -> Outcome<()> {
+    let port: CompletionPort = CompletionPort::new(threads).context("creating the port")?;
+    port.associate(&listener, LISTENER_KEY)
+        .context("associating the listener with the port")?;
+    let server = Arc::new(Server {
+        port,
+        listener,
+        accepts: Mutex::new(Vec::new()),
+        conns: RwLock::new(HashMap::new()),
+        next_key: AtomicUsize::new(LISTENER_KEY + 1),
+        verbose,
+    });
+    for _ in 0..PENDING_ACCEPTS {
+        server.post_accept()?;
+    }
+    let workers: Vec<_> = (0..server.port.concurrency())
+        .map(|i| {
+            let server = server.clone();
+            thread::Builder::new()
+                .name(format!("worker-{i}"))
+                .spawn(move || server.work())
+                .context("starting a worker")
+        })
+        .collect::<Outcome<_>>()?;
+    for worker in workers {
+        match worker.join() {
+            Ok(outcome) => outcome?,
+            Err(_) => return Err(Failure::new("a worker panicked")),
+        }
+    }
+    Ok(())
+}
+
+struct Server {
+    port: CompletionPort,
+    listener: Socket,
+    /// Pending accepts: the socket each one fills, with its overlapped object.
+    accepts: Mutex<Vec<(Socket, Overlapped)>>,
+    conns: RwLock<HashMap<usize, Arc<Conn>>>,
+    next_key: AtomicUsize,
+    verbose: bool,
+}
+
+/// One client.
+struct Conn {
+    sock: Socket,
+    recv_ov: Overlapped,
+    send_ov: Overlapped,
+}
+
+impl Server {
+    /// The workers' loop: take a packet, act on it.
+    fn work(&self) -> Outcome<()> {
+        loop {
+            let packet = match self.port.get(None) {
+                Ok(packet) => packet,
+                Err(e) if e.code() == codes::ERROR_ABANDONED_WAIT_0 => return Ok(()),
+                Err(e) => return Err(Failure::new(format!("waiting on the port: {e}"))),
+            };
+            if packet.key == LISTENER_KEY {
+                self.accepted(packet)?;
+            } else {
+                self.transferred(packet);
+            }
+        }
+    }
+
+    /// Keeps one more accept pending, into a fresh socket.
+    fn post_accept(&self) -> Outcome<()> {
+        let family = match self
+            .listener
+            .local_addr()
+            .context("the listener's address")?
+        {
+            addr if addr.is_ipv4() => Family::V4,
+            _ => Family::V6,
+        };
+        let sock = Socket::new(family, Kind::Stream).context("creating an accept socket")?;
+        let ov = Overlapped::new();
+        let mut accepts = self.accepts.lock().unwrap_or_else(|e| e.into_inner());
+        match self.listener.accept_ex(&sock, &ov, Vec::new()) {
+            Ok(_) => {
+                accepts.push((sock, ov));
+                Ok(())
+            }
+            Err(e) => Err(Failure::new(format!("posting an accept: {e}"))),
+        }
+    }
+
+    /// A connection arrived: give it a key, start its first receive, replace the accept.
+    fn accepted(&self, packet: Packet) -> Outcome<()> {
+        let Some(ov) = packet.overlapped else {
+            return Err(Failure::new(
+                "an accept packet without its overlapped object",
+            ));
+        };
+        let entry = {
+            let mut accepts = self.accepts.lock().unwrap_or_else(|e| e.into_inner());
+            let found = accepts.iter().position(|(_, pending)| pending.same_as(&ov));
+            found.map(|i| accepts.swap_remove(i))
+        };
+        self.post_accept()?;
+        let Some((sock, _)) = entry else {
+            return Err(Failure::new("an accept packet for no pending accept"));
+        };
+        if let Some(e) = packet.error {
+            eprintln!("overlapped: an accept failed: {e}");
+            return Ok(());
+        }
+        let key = self.next_key.fetch_add(1, Ordering::Relaxed);
+        let ready = sock
+            .set_nodelay(true)
+            .and_then(|()| self.port.associate(&sock, key));
+        if let Err(e) = ready {
+            eprintln!("overlapped: setting up a connection: {e}");
+            return Ok(());
+        }
+        sock.set_skip_completion_port_on_success(true);
+        if self.verbose {
+            let peer = sock.peer_addr().map(|p| p.to_string()).unwrap_or_default();
+            println!("{peer}: connected (key {key})");
+        }
+        let conn = Arc::new(Conn {
+            sock,
+            recv_ov: Overlapped::new(),
+            send_ov: Overlapped::new(),
+        });
+        self.conns
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, conn.clone());
+        self.receive(key, &conn, vec![0; BUF_SIZE]);
+        Ok(())
+    }
+
+    /// A receive or an echo of connection `packet.key` finished.
+    fn transferred(&self, packet: Packet) {
+        let conn = self
+            .conns
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&packet.key)
+            .cloned();
+        let (Some(conn), Some(ov)) = (conn, packet.overlapped) else {
+            return; // a packet of a connection already closed
+        };
+        if let Some(e) = packet.error {
+            return self.close(packet.key, Some(e));
+        }
+        if ov.same_as(&conn.recv_ov) {
+            self.received(packet.key, &conn, packet.bytes);
+        } else {
+            self.echoed(packet.key, &conn);
+        }
+    }
+
+    /// Posts a receive; one that completes at once is echoed at once.
+    fn receive(&self, key: usize, conn: &Conn, buf: Vec<u8>) {
+        match conn.sock.recv(&conn.recv_ov, vec![buf], 0) {
+            Ok(Started::Pending) => {}
+            Ok(Started::Done(n)) => self.received(key, conn, n),
+            Err(e) => self.close(key, Some(e)),
+        }
+    }
+
+    /// Echoes what a receive brought; the peer closing ends the connection (S10).
+    fn received(&self, key: usize, conn: &Conn, bytes: usize) {
+        if bytes == 0 {
+            return self.close(key, None);
+        }
+        let mut buf = match conn.recv_ov.take_buffers() {
+            Ok(mut bufs) => bufs.pop().unwrap_or_default(),
+            Err(e) => return self.close(key, Some(e)),
+        };
+        buf.truncate(bytes);
+        match conn.sock.send(&conn.send_ov, vec![buf], 0) {
+            Ok(Started::Pending) => {} // its packet comes when the kernel has taken it all
+            Ok(Started::Done(_)) => self.echoed(key, conn),
+            Err(e) => self.close(key, Some(e)),
+        }
+    }
+
+    /// The echo is sent (S8: whole): receive again with the same buffer, full size.
+    fn echoed(&self, key: usize, conn: &Conn) {
+        let mut buf = match conn.send_ov.take_buffers() {
+            Ok(mut bufs) => bufs.pop().unwrap_or_default(),
+            Err(e) => return self.close(key, Some(e)),
+        };
+        buf.resize(BUF_SIZE, 0);
+        self.receive(key, conn, buf);
+    }
+
+    /// Forgets a connection; dropping the last reference closes its socket.
+    fn close(&self, key: usize, error: Option<Error>) {
+        let conn = self
+            .conns
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key);
+        if conn.is_none() {
+            return;
+        }
+        match error {
+            Some(e) if !is_ordinary(&e) => eprintln!("overlapped: connection {key}: {e}"),
+            Some(e) if self.verbose => println!("connection {key}: {e}"),
+            None if self.verbose => println!("connection {key}: closed by the peer"),
+            _ => {}
+        }
+    }
+}
+
+/// Whether an error is a normal way for a client to leave.
+fn is_ordinary(e: &Error) -> bool {
+    matches!(
+        e.code(),
+        codes::WSAECONNRESET | codes::WSAECONNABORTED | codes::WSAESHUTDOWN
+    )
+}
