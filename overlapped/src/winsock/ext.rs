@@ -29,21 +29,17 @@ pub struct TransmitFileBuffers {
 }
 
 /// The `BOOL` for a started operation: done at once writes its byte count (if asked) and is
-/// `true` unless the completion is a failure; pending is `false` with `WSA_IO_PENDING`.
-fn finish(started: Result<Started>, ov: &WsaOverlapped, bytes: Option<&mut u32>) -> bool {
+/// `true`; pending is `false` with `WSA_IO_PENDING`; a failure at once is `false` with it.
+fn finish(started: Result<Started>, bytes: Option<&mut u32>) -> bool {
     match started {
-        Ok(Started::Done(_)) => match ov.completion(false) {
-            Ok(c) => {
-                if let Some(bytes) = bytes {
-                    *bytes = u32::try_from(c.bytes).unwrap_or(u32::MAX);
-                }
-                match c.error {
-                    None => true,
-                    Some(e) => fail_bool(e),
-                }
+        // Done is a success with its count. The object is not read again: with a port, its packet
+        // may already be in another thread's hands, which may have started the next operation.
+        Ok(Started::Done(n)) => {
+            if let Some(bytes) = bytes {
+                *bytes = u32::try_from(n).unwrap_or(u32::MAX);
             }
-            Err(e) => fail_bool(e),
-        },
+            true
+        }
         Ok(Started::Pending) => fail_bool(Error::new(codes::WSA_IO_PENDING)),
         Err(e) => fail_bool(e),
     }
@@ -93,7 +89,7 @@ pub fn accept_ex(
     buf.truncate(len);
     let started = listener.accept_ex(&accepted, overlapped, vec![buf]);
     drop((listener, accepted));
-    finish(started, overlapped, Some(bytes_received))
+    finish(started, Some(bytes_received))
 }
 
 /// `GetAcceptExSockaddrs`: the local and remote addresses of a connection accepted by
@@ -146,7 +142,7 @@ pub fn connect_ex(
     let bufs: Vec<WsaBuf> = send_buffer.map(std::mem::take).into_iter().collect();
     let started = sock.connect_ex(overlapped, *name, bufs);
     drop(sock);
-    finish(started, overlapped, Some(bytes_sent))
+    finish(started, Some(bytes_sent))
 }
 
 /// `DisconnectEx(hSocket, lpOverlapped, dwFlags, dwReserved)` (S47): shuts the connection down
@@ -235,7 +231,7 @@ fn with_overlapped(
             Ok(()) => {
                 let started = start(&sock, ov);
                 drop(sock);
-                (finish(started, ov, None), None)
+                (finish(started, None), None)
             }
             Err(e) => (fail_bool(e), None),
         },
@@ -243,8 +239,8 @@ fn with_overlapped(
             let ov = WsaOverlapped::new();
             let started = start(&sock, &ov);
             drop(sock);
-            let waited = started.and_then(|_| ov.completion(true));
-            let ok = finish(waited.map(|c| Started::Done(c.bytes)), &ov, None);
+            let waited = started.and_then(|_| ov.completion(true)?.result());
+            let ok = finish(waited.map(Started::Done), None);
             (ok, ov.take_buffers().ok())
         }
     }
