@@ -454,7 +454,8 @@ fn s39_waiter_gets_the_packet_once_the_running_thread_stops() {
             let got_tx = Mutex::new(got_tx);
             move |_| {
                 let p = port.get(Some(2 * TIMEOUT));
-                got_tx.lock().unwrap().send(p.map(|p| p.bytes)).unwrap();
+                // The test may have given up on this thread already.
+                let _ = got_tx.lock().unwrap().send(p.map(|p| p.bytes));
             }
         });
         port.post(2, 0, None).unwrap();
@@ -467,7 +468,7 @@ fn s39_waiter_gets_the_packet_once_the_running_thread_stops() {
         runner.join().unwrap();
         let got = got_rx
             .recv_timeout(TIMEOUT)
-            .expect("the waiter gets the packet once the running thread exited");
+            .expect("the packet stayed queued after the running thread exited, its waiter asleep");
         assert_eq!(got, Ok(2));
         waiter.into_iter().for_each(|w| w.join().unwrap());
     });
