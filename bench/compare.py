@@ -161,13 +161,20 @@ def median(values):
     return statistics.median(values) if values else None
 
 
-def summarize(runs):
-    """Per server: raw medians, and medians of the within-round ratios to the reference."""
+def summarize(runs, offered=None):
+    """Per server: raw medians, and medians of the within-round ratios to the reference.
+
+    With an offered rate, `held` counts the rounds whose achieved rate was within 3 % of it: in
+    the others the server (or the machine) fell behind, and latency and CPU per message describe
+    an overloaded server, not the same load."""
     summary = {}
     ref = runs.get(REFERENCE, [])
     for name, rounds in runs.items():
         row = {"raw": {}, "ratio": {}, "errors": sum(m["errors"] or 0 for m in rounds),
-               "failed_runs": sum(1 for m in rounds if m["msgs_per_s"] is None)}
+               "failed_runs": sum(1 for m in rounds if m["msgs_per_s"] is None),
+               "rounds": len(rounds)}
+        if offered:
+            row["held"] = sum(1 for m in rounds if (m["msgs_per_s"] or 0) >= 0.97 * offered)
         for metric in METRICS:
             row["raw"][metric] = median(m[metric] for m in rounds)
             ratios = []
@@ -185,15 +192,16 @@ def fmt(value, digits):
 
 def table(title, summary):
     lines = [title, "",
-             "| server | msg/s | p99 µs | CPU µs/msg | syscalls/msg "
+             "| server | msg/s | rate held | p99 µs | CPU µs/msg | syscalls/msg "
              "| msg/s ÷ ref | p99 ÷ ref | CPU ÷ ref | syscalls ÷ ref | errors |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, row in summary.items():
         raw, ratio = row["raw"], row["ratio"]
         errors = str(row["errors"]) + (f" ({row['failed_runs']} runs failed)"
                                        if row["failed_runs"] else "")
+        held = f"{row['held']}/{row['rounds']}" if "held" in row else "—"
         lines.append(
-            f"| {name} | {fmt(raw['msgs_per_s'], 0)} | {fmt(raw['p99_us'], 0)} "
+            f"| {name} | {fmt(raw['msgs_per_s'], 0)} | {held} | {fmt(raw['p99_us'], 0)} "
             f"| {fmt(raw['cpu_us_per_msg'], 2)} | {fmt(raw['syscalls_per_msg'], 2)} "
             f"| {fmt(ratio['msgs_per_s'], 2)} | {fmt(ratio['p99_us'], 2)} "
             f"| {fmt(ratio['cpu_us_per_msg'], 2)} | {fmt(ratio['syscalls_per_msg'], 2)} "
@@ -245,6 +253,35 @@ def esc(text):
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def replot(args):
+    with open(args.replot) as f:
+        report = json.load(f)
+    settings = report["settings"]
+    if "paced" in report:
+        runs = report["paced"]["runs"]
+        summary = summarize(runs, settings["rate"])
+        print(table(paced_title(settings), summary) + "\n")
+        if args.svg:
+            with open(args.svg, "w") as f:
+                f.write(svg(runs, summary, svg_title(settings)))
+    if "unpaced" in report:
+        print(table(unpaced_title(settings), summarize(report["unpaced"]["runs"])) + "\n")
+
+
+def paced_title(s):
+    return (f"Paced: {s['connections']} connections, depth {s['depth']}, {s['size']} B, "
+            f"offered {s['rate']:,} msg/s; medians of {s['rounds']} rounds")
+
+
+def unpaced_title(s):
+    return (f"Unpaced: {s['unpaced_connections']} connections, depth {s['unpaced_depth']}, "
+            f"{s['size']} B; medians of {s['unpaced_rounds']} rounds")
+
+
+def svg_title(s):
+    return f"CPU per message, offered {s['rate']:,} msg/s, {s['connections']} connections"
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--mode", choices=["paced", "unpaced", "both"], default="both")
@@ -262,7 +299,12 @@ def main():
     p.add_argument("--no-build", action="store_true", help="use the binaries as they are")
     p.add_argument("--json", help="write every run and the summaries to this file")
     p.add_argument("--svg", help="write the paced CPU-per-message plot to this file")
+    p.add_argument("--replot", metavar="JSON",
+                   help="run nothing: print the tables (and --svg) of an earlier --json file")
     args = p.parse_args()
+    if args.replot:
+        replot(args)
+        return
 
     if not args.no_build:
         build()
@@ -281,29 +323,24 @@ def main():
           f"{'yes' if use_perf else 'n/a'}", file=sys.stderr)
 
     report = {"servers": {n: [os.path.basename(commands[n][0])] + commands[n][1:] for n in names},
-              "settings": {k: v for k, v in vars(args).items() if k not in ("json", "svg")}}
+              "settings": {k: v for k, v in vars(args).items() if k not in ("json", "svg", "replot", "bench_bin")}}
     common = ["--size", str(args.size)]
     if args.mode in ("paced", "both"):
         load = ["--connections", str(args.connections), "--depth", str(args.depth),
                 "--rate", str(args.rate)] + common
         runs = run_mode("paced", load, names, commands, args, use_perf, args.rounds)
-        summary = summarize(runs)
-        title = (f"Paced: {args.connections} connections, depth {args.depth}, {args.size} B, "
-                 f"offered {args.rate:,} msg/s; medians of {args.rounds} rounds")
-        print(table(title, summary) + "\n")
+        summary = summarize(runs, args.rate)
+        print(table(paced_title(vars(args)), summary) + "\n")
         report["paced"] = {"runs": runs, "summary": summary}
         if args.svg:
             with open(args.svg, "w") as f:
-                f.write(svg(runs, summary, f"CPU per message, offered {args.rate:,} msg/s, "
-                                           f"{args.connections} connections"))
+                f.write(svg(runs, summary, svg_title(vars(args))))
     if args.mode in ("unpaced", "both"):
         load = ["--connections", str(args.unpaced_connections),
                 "--depth", str(args.unpaced_depth)] + common
         runs = run_mode("unpaced", load, names, commands, args, use_perf, args.unpaced_rounds)
         summary = summarize(runs)
-        title = (f"Unpaced: {args.unpaced_connections} connections, depth {args.unpaced_depth}, "
-                 f"{args.size} B; medians of {args.unpaced_rounds} rounds")
-        print(table(title, summary) + "\n")
+        print(table(unpaced_title(vars(args)), summary) + "\n")
         report["unpaced"] = {"runs": runs, "summary": summary}
     if args.json:
         with open(args.json, "w") as f:

@@ -42,16 +42,26 @@
 //! - A routine runs on the thread that started its operation, only in that thread's alertable
 //!   waits ([`sleep_ex`], [`wait_for_single_object_ex`], [`wsa_wait_for_multiple_events`] with
 //!   `alertable` true), which then return [`WAIT_IO_COMPLETION`] (S27, S28).
+//! - Completion ports are [`HANDLE`]s, numbers in a table of their own
+//!   ([`create_io_completion_port`]); a `NULL` handle argument is `None`, and a call that
+//!   returns a `HANDLE` returns `None` for `NULL`. A packet hands back a handle to the
+//!   operation's overlapped object, with its buffers in it.
 
 use crate::{Event, Overlapped};
 
 mod alertable;
 mod events;
+mod ext;
 mod handles;
 mod io;
+mod port;
 mod setup;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_ext;
+#[cfg(test)]
+mod tests_port;
 #[cfg(test)]
 mod tests_routines;
 
@@ -59,9 +69,21 @@ pub use alertable::{sleep_ex, wait_for_single_object_ex};
 pub use events::{
     wsa_close_event, wsa_create_event, wsa_reset_event, wsa_set_event, wsa_wait_for_multiple_events,
 };
+pub use ext::{
+    accept_ex, cancel_io_ex, connect_ex, disconnect_ex, get_accept_ex_sockaddrs, transmit_file,
+    TransmitFileBuffers,
+};
 pub use handles::{wsa_get_last_error, wsa_set_last_error};
 pub use io::{
     wsa_get_overlapped_result, wsa_recv, wsa_recv_from, wsa_send, wsa_send_to, WsaCompletionRoutine,
+};
+pub use port::{
+    close_handle, create_io_completion_port, get_last_error, get_queued_completion_status,
+    get_queued_completion_status_ex, post_queued_completion_status,
+    set_file_completion_notification_modes, OverlappedEntry, ERROR_INVALID_HANDLE,
+    ERROR_INVALID_PARAMETER, ERROR_IO_PENDING, ERROR_OPERATION_ABORTED,
+    FILE_SKIP_COMPLETION_PORT_ON_SUCCESS, FILE_SKIP_SET_EVENT_ON_HANDLE, HANDLE,
+    INVALID_HANDLE_VALUE,
 };
 pub use setup::{
     accept, bind, closesocket, connect, getpeername, getsockname, listen, make_word, shutdown,
