@@ -127,22 +127,35 @@ impl ThreadContext {
 
     /// Runs every queued routine, in order, including routines queued by those routines; returns
     /// how many ran (S28).
-    fn run_queued(&self) -> usize {
+    ///
+    /// What the routines start is handed to the kernel together once they have run; whatever
+    /// the kernel completes at once then (a send with room in the socket's buffer, data already
+    /// there) is delivered and its routine runs in the same wait, as Windows delivers every queued
+    /// routine before the wait returns.
+    fn run_queued(&self) -> Result<usize> {
         if self.in_routine.get() {
-            return 0;
+            return Ok(0);
         }
         let mut ran = 0;
-        while let Some((id, completion)) = self.queue.pop() {
-            let entry = self.routines.borrow_mut().remove(&id);
-            if let Some(entry) = entry {
-                self.in_routine.set(true);
-                let guard = InRoutine(&self.in_routine);
-                entry.run(completion);
-                drop(guard);
-                ran += 1;
+        loop {
+            driver::defer_submissions(Some(&self.queue.ring));
+            let before = ran;
+            while let Some((id, completion)) = self.queue.pop() {
+                let entry = self.routines.borrow_mut().remove(&id);
+                if let Some(entry) = entry {
+                    self.in_routine.set(true);
+                    let guard = InRoutine(&self.in_routine);
+                    entry.run(completion);
+                    drop(guard);
+                    ran += 1;
+                }
             }
+            driver::defer_submissions(None);
+            if ran == before {
+                return Ok(ran);
+            }
+            self.queue.ring.reap(Some(Duration::ZERO))?;
         }
-        ran
     }
 }
 
@@ -274,7 +287,7 @@ pub(crate) fn thread_ring() -> Result<Arc<dyn Ring>> {
 pub(crate) fn run_routines_now() -> Result<usize> {
     with_context(|ctx| {
         ctx.queue.ring.reap(Some(Duration::ZERO))?;
-        Ok(ctx.run_queued())
+        ctx.run_queued()
     })?
 }
 
@@ -292,6 +305,7 @@ pub(crate) fn sleep_until_woken(waiter: &Waiter, timeout: Option<Duration>) -> R
 /// [`WaitExResult::IoCompletion`]; otherwise it ends with [`WaitExResult::Timeout`].
 pub fn sleep_ex(timeout: Option<Duration>, alertable: bool) -> Result<WaitExResult> {
     if !alertable {
+        driver::flush_deferred();
         match timeout {
             Some(t) => std::thread::sleep(t),
             None => loop {
@@ -349,7 +363,7 @@ pub(crate) fn alertable_wait(
             }
             // Deliver what the kernel has already completed, without waiting.
             ctx.queue.ring.reap(Some(Duration::ZERO))?;
-            if ctx.run_queued() > 0 {
+            if ctx.run_queued()? > 0 {
                 forget(&waiter);
                 return Ok(WaitExResult::IoCompletion);
             }

@@ -15,7 +15,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use crate::driver::{Counters, COUNTERS};
+use crate::driver::{self, Counters, COUNTERS};
 use crate::error::{codes, Error, Result};
 use crate::event::lock;
 use crate::op::{Dir, Op, Step};
@@ -61,6 +61,8 @@ pub(crate) fn start(op: Arc<Op>) -> Result<Started> {
         Some(Error::new(codes::WSAENOTSOCK))
     } else if sock.is_reset() {
         Some(Error::new(codes::WSAECONNRESET)) // S11: later operations fail at once.
+    } else if op.is_send() && sock.is_shut_down_for_send() {
+        Some(Error::new(codes::WSAESHUTDOWN))
     } else {
         None
     };
@@ -74,7 +76,14 @@ pub(crate) fn start(op: Arc<Op>) -> Result<Started> {
         dir.waiting.push_back(op);
         return Ok(Started::Pending);
     }
-    match op.try_now() {
+    // A thread that defers its submissions to the operation's ring (a port's worker, a thread
+    // running its routines) is about to enter the kernel on that ring: the kernel makes the first
+    // attempt then, with everything else that thread started, and saves a system call each.
+    let first = match driver::defers_to(Arc::as_ptr(&op.ring) as *const ()) {
+        true => Step::WouldBlock,
+        false => op.try_now(),
+    };
+    match first {
         Step::Finished(completion) => {
             drop(queues);
             match completion.error {

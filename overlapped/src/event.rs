@@ -266,6 +266,9 @@ pub fn wait_for_events(
     check_wait_list(events, wait_for)?;
     let deadline = timeout.map(|t| Instant::now() + t);
     let polling = timeout == Some(Duration::ZERO);
+    if !polling {
+        crate::driver::flush_deferred(); // what this thread deferred could be what it waits for
+    }
     let waiter = Waiter::new();
     loop {
         waiter.arm();

@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
+use crate::driver;
 use crate::engine;
 use crate::error::{codes, Error, Result};
 use crate::event::{lock, Event};
@@ -110,6 +111,8 @@ struct OvState<B> {
     completion: Option<Completion>,
     /// The pending operation, for cancellation; weak, as the operation owns this object.
     op: Weak<Op>,
+    /// Threads blocked in [`Overlapped::completion`]: only then is there anyone to wake.
+    waiting: usize,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -138,6 +141,7 @@ impl<B: Send + 'static> Overlapped<B> {
                 bufs: None,
                 completion: None,
                 op: Weak::new(),
+                waiting: 0,
             }),
             finished: Condvar::new(),
             event,
@@ -172,6 +176,9 @@ impl<B: Send + 'static> Overlapped<B> {
     /// As [`Overlapped::completion`], waiting at most `timeout` (`None`: forever);
     /// `WSA_IO_INCOMPLETE` if the operation is still pending then.
     pub fn completion_timeout(&self, timeout: Option<Duration>) -> Result<Completion> {
+        if timeout != Some(Duration::ZERO) {
+            driver::flush_deferred(); // what this thread deferred could be what it waits for
+        }
         let deadline = timeout.map(|t| Instant::now() + t);
         let core = &self.handle.core;
         let mut st = lock(&core.state);
@@ -183,17 +190,22 @@ impl<B: Send + 'static> Overlapped<B> {
                 }
                 Phase::Pending => {}
             }
-            st = match deadline {
+            let left = match deadline {
+                None => None,
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => Some(left),
+                    _ => return Err(Error::new(codes::WSA_IO_INCOMPLETE)),
+                },
+            };
+            st.waiting += 1;
+            st = match left {
                 None => core.finished.wait(st).unwrap_or_else(|e| e.into_inner()),
-                Some(d) => {
-                    let now = Instant::now();
-                    if now >= d {
-                        return Err(Error::new(codes::WSA_IO_INCOMPLETE));
-                    }
-                    let waited = core.finished.wait_timeout(st, d - now);
+                Some(left) => {
+                    let waited = core.finished.wait_timeout(st, left);
                     waited.unwrap_or_else(|e| e.into_inner()).0
                 }
             };
+            st.waiting -= 1;
         }
     }
 
@@ -307,8 +319,10 @@ impl<B: Send> Target for OvCore<B> {
     }
 
     fn wake_waiters(&self) {
-        // Taking the lock orders this wake after a waiter's check of the phase.
-        drop(lock(&self.state));
-        self.finished.notify_all();
+        // Under the lock, a waiter has either seen the result or is counted and asleep; waking
+        // costs a system call, so it is made only when someone waits.
+        if lock(&self.state).waiting > 0 {
+            self.finished.notify_all();
+        }
     }
 }

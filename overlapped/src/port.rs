@@ -17,7 +17,6 @@ use std::any::{Any, TypeId};
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, Weak};
-use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use crate::alertable;
@@ -97,7 +96,7 @@ struct PortState<B> {
     /// Threads asleep in `get`, the most recent last.
     sleepers: Vec<Arc<Waiter>>,
     /// The thread waiting in the ring, if one is.
-    leader: Option<ThreadId>,
+    leader: Option<ThreadToken>,
     running: usize,
     closed: bool,
 }
@@ -125,10 +124,25 @@ struct Running {
 }
 
 trait RunningCount {
-    fn leave(&self);
+    /// Ends a thread's turn; `exiting` when the thread ends, so that what it deferred is
+    /// submitted.
+    fn leave(&self, exiting: bool);
+}
+
+/// Which thread is the leader; usable even while the thread's locals are being destroyed (a
+/// thread that exits ends its turn on its port then), where `std::thread::current` is not.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct ThreadToken(usize);
+
+impl ThreadToken {
+    fn current() -> ThreadToken {
+        // A local with no destructor has an address for the whole life of its thread.
+        MARKER.with(|m| ThreadToken(m as *const u8 as usize))
+    }
 }
 
 thread_local! {
+    static MARKER: u8 = const { 0 };
     static RUNNING: RefCell<Option<Running>> = const { RefCell::new(None) };
     static LEAVE_ON_EXIT: LeaveOnExit = const { LeaveOnExit };
 }
@@ -140,7 +154,7 @@ impl Drop for LeaveOnExit {
     fn drop(&mut self) {
         let running = RUNNING.try_with(|r| r.borrow_mut().take()).ok().flatten();
         if let Some(port) = running.and_then(|r| r.port.upgrade()) {
-            port.leave();
+            port.leave(true);
         }
     }
 }
@@ -249,6 +263,17 @@ impl<B> std::fmt::Debug for CompletionPort<B> {
 }
 
 impl<B> PortInner<B> {
+    /// Wakes one thread for a packet: the most recent sleeper (S39), else the leader asleep in
+    /// the ring — unless that is the calling thread, which takes the packet when its reap ends.
+    /// A failed wake of the ring leaves the packet for the next thread that asks.
+    fn wake_one(&self, st: &mut PortState<B>) {
+        if let Some(sleeper) = st.sleepers.pop() {
+            sleeper.wake();
+        } else if st.leader.is_some_and(|l| l != ThreadToken::current()) {
+            let _ = self.ring.wake();
+        }
+    }
+
     fn close(&self) {
         let mut st = lock(&self.state);
         st.closed = true;
@@ -270,17 +295,8 @@ impl<B: Send + 'static> PortInner<B> {
             return false;
         }
         st.packets.push_back(packet);
-        let me = std::thread::current().id();
-        if st.leader != Some(me) && st.running < self.concurrency {
-            match st.sleepers.pop() {
-                Some(sleeper) => sleeper.wake(),
-                // A leader asleep in the ring: wake it for the packet. A failed wake leaves the
-                // packet for the next thread that asks.
-                None if st.leader.is_some() => {
-                    let _ = self.ring.wake();
-                }
-                None => {}
-            }
+        if st.running < self.concurrency {
+            self.wake_one(&mut st);
         }
         true
     }
@@ -306,15 +322,18 @@ impl<B: Send + 'static> PortInner<B> {
                 let n = max.min(st.packets.len());
                 let packets: Vec<Packet<B>> = st.packets.drain(..n).collect();
                 st.running += 1;
-                // Someone must wait in the ring now that this thread leaves, or take the rest.
-                let surplus = !st.packets.is_empty() && st.running < self.concurrency;
-                if surplus || st.leader.is_none() {
+                // Someone must take the rest, or wait in the ring now that this thread leaves.
+                if !st.packets.is_empty() && st.running < self.concurrency {
+                    self.wake_one(&mut st);
+                } else if st.leader.is_none() {
                     if let Some(sleeper) = st.sleepers.pop() {
                         sleeper.wake();
                     }
                 }
                 drop(st);
                 self.start_turn_of_current_thread();
+                // What the worker starts while it handles these goes in with its next get.
+                driver::defer_submissions(Some(&self.ring));
                 return Ok(PortWait::Packets(packets));
             }
             if alertable {
@@ -332,8 +351,10 @@ impl<B: Send + 'static> PortInner<B> {
                 },
             };
             if st.leader.is_none() {
-                st.leader = Some(std::thread::current().id());
+                st.leader = Some(ThreadToken::current());
                 drop(st);
+                // Deferred submissions to this ring go in with the wait; others go in now.
+                driver::defer_submissions(Some(&self.ring));
                 let slice = match alertable {
                     true => Some(remaining.map_or(ALERTABLE_SLICE, |r| r.min(ALERTABLE_SLICE))),
                     false => remaining,
@@ -346,6 +367,8 @@ impl<B: Send + 'static> PortInner<B> {
             waiter.arm();
             st.sleepers.push(waiter.clone());
             drop(st);
+            // A follower does not enter the ring: what this thread deferred goes in now.
+            driver::defer_submissions(None);
             if alertable {
                 alertable::sleep_until_woken(&waiter, remaining)?;
             } else {
@@ -360,9 +383,9 @@ impl<B: Send + 'static> PortInner<B> {
     /// Ends the calling thread's running turn on whatever port it had one (it asks for a packet
     /// again, or waits elsewhere).
     fn end_turn_of_current_thread(&self) {
-        let running = RUNNING.with(|r| r.borrow_mut().take());
+        let running = RUNNING.try_with(|r| r.borrow_mut().take()).ok().flatten();
         if let Some(port) = running.and_then(|r| r.port.upgrade()) {
-            port.leave();
+            port.leave(false);
         }
     }
 
@@ -378,13 +401,14 @@ impl<B: Send + 'static> PortInner<B> {
 }
 
 impl<B: Send + 'static> RunningCount for PortInner<B> {
-    fn leave(&self) {
+    fn leave(&self, exiting: bool) {
+        if exiting {
+            let _ = self.ring.flush();
+        }
         let mut st = lock(&self.state);
         st.running = st.running.saturating_sub(1);
         if !st.packets.is_empty() && st.running < self.concurrency {
-            if let Some(sleeper) = st.sleepers.pop() {
-                sleeper.wake();
-            }
+            self.wake_one(&mut st);
         }
     }
 }

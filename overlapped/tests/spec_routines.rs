@@ -97,6 +97,19 @@ fn assert_no_routine_runs(log: &Log) {
     assert_eq!(log.borrow().len(), before, "no routine ran");
 }
 
+/// Sends `data` with a routine from inside a routine. What a routine starts goes to the kernel
+/// with the rest of its batch when the routines have run, so the call reports it pending (S2);
+/// it completes, and its routine runs, in the same alertable wait (S28).
+fn send_from_routine(sock: &Socket, data: &[u8], log: &Log, tag: &'static str) {
+    let started = sock.send_with_routine(
+        Overlapped::new(),
+        vec![data.to_vec()],
+        0,
+        recorder(log, tag),
+    );
+    assert_eq!(started.unwrap(), Started::Pending, "{tag}");
+}
+
 /// Sends `data` with a routine; on a fresh connection it is taken at once (S2).
 fn send_now(sock: &Socket, data: &[u8], log: &Log, tag: &'static str) {
     let started = sock.send_with_routine(
@@ -465,7 +478,7 @@ fn s29_routines_never_nest() {
         let (l, w, s) = (log.clone(), inner_waits.clone(), sock.clone());
         let outer = move |error: Option<Error>, bytes: usize, ov: Overlapped, flags: u32| {
             // Queue a second routine from inside this one, then wait alertably for it.
-            send_now(&s, b"inner", &l, "inner");
+            send_from_routine(&s, b"inner", &l, "inner");
             let unsignalled = Event::new();
             let zero = Some(Duration::ZERO);
             w.borrow_mut().push(sleep_ex(zero, true).unwrap());

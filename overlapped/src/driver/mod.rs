@@ -25,6 +25,7 @@ mod epoll;
 pub(crate) mod nonblocking;
 mod uring;
 
+use std::cell::RefCell;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -96,8 +97,52 @@ pub(crate) trait Ring: Send + Sync {
     fn reap(&self, timeout: Option<Duration>) -> Result<usize>;
 
     /// Makes a `reap` in progress, or the next one, return.
-    #[allow(dead_code)] // Threads that reap their own rings (routines, ports) come next.
     fn wake(&self) -> Result<()>;
+
+    /// Hands the kernel the requests queued by threads that deferred their submissions.
+    fn flush(&self) -> Result<()>;
+}
+
+thread_local! {
+    /// The ring whose submissions the calling thread leaves queued, because it is about to reap
+    /// that ring (or flush it) itself: its next entry into the kernel carries them all at once.
+    static DEFERRING: RefCell<Option<Arc<dyn Ring>>> = const { RefCell::new(None) };
+}
+
+/// Makes the calling thread leave its submissions to `ring` queued until it next reaps or
+/// flushes that ring; `None` ends that, handing over what was left queued.
+pub(crate) fn defer_submissions(ring: Option<&Arc<dyn Ring>>) {
+    // While the thread's locals are being destroyed there is nothing to defer to any more.
+    let before = DEFERRING
+        .try_with(|d| d.replace(ring.cloned()))
+        .ok()
+        .flatten();
+    if let Some(before) = before {
+        if !ring.is_some_and(|r| Arc::ptr_eq(r, &before)) {
+            // A failed flush leaves the requests for the ring's next entry into the kernel.
+            let _ = before.flush();
+        }
+    }
+}
+
+/// Whether the calling thread defers its submissions to the ring at `ring`.
+pub(crate) fn defers_to(ring: *const ()) -> bool {
+    DEFERRING
+        .try_with(|d| {
+            d.borrow()
+                .as_ref()
+                .is_some_and(|r| Arc::as_ptr(r) as *const () == ring)
+        })
+        .unwrap_or(false)
+}
+
+/// Hands over what the calling thread deferred, before it blocks on something other than the
+/// ring it deferred to (which would otherwise never see those requests).
+pub(crate) fn flush_deferred() {
+    let ring = DEFERRING.try_with(|d| d.borrow().clone()).ok().flatten();
+    if let Some(ring) = ring {
+        let _ = ring.flush();
+    }
 }
 
 /// Which kernel interface carries the operations.

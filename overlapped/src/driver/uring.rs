@@ -94,7 +94,17 @@ impl Uring {
             }
             Counters::bump(&COUNTERS.submissions);
         }
+        if super::defers_to(self as *const Uring as *const ()) {
+            return Ok(()); // this thread's next entry into the kernel on this ring submits it
+        }
         self.enter(0, None)
+    }
+
+    /// Whether entries wait in the submission queue.
+    fn has_queued(&self) -> bool {
+        let _guard = lock(&self.sq_lock);
+        // SAFETY: `sq_lock` is held, so no other submission view of this ring exists.
+        !unsafe { self.ring.submission_shared() }.is_empty()
     }
 
     /// Enters the kernel: submits what is queued and waits for `want` completions, at most
@@ -159,6 +169,8 @@ impl Ring for Uring {
         let empty = unsafe { self.ring.completion_shared() }.is_empty();
         if empty && timeout != Some(Duration::ZERO) {
             self.enter(1, timeout)?;
+        } else if self.has_queued() {
+            self.enter(0, None)?; // deferred submissions go in even when nothing is awaited
         }
         let mut batch = std::mem::take(&mut *slot);
         {
@@ -189,5 +201,12 @@ impl Ring for Uring {
 
     fn wake(&self) -> Result<()> {
         self.push(opcode::Nop::new().build().user_data(0))
+    }
+
+    fn flush(&self) -> Result<()> {
+        match self.has_queued() {
+            true => self.enter(0, None),
+            false => Ok(()),
+        }
     }
 }

@@ -59,6 +59,8 @@ pub(crate) struct Op {
     notify: Notify,
     /// An accept: closing its listener aborts it with `WSA_OPERATION_ABORTED` (S35).
     is_accept: bool,
+    /// A send of data: refused at once after the socket was shut down for sending.
+    is_send: bool,
     /// The code a cancellation of this operation reports (S33, S34).
     abort_code: AtomicU32,
     /// Whether a cancel was asked for, so that a continuation is not submitted after it.
@@ -92,6 +94,7 @@ pub(crate) struct OpParts {
 impl Op {
     pub(crate) fn new(parts: OpParts) -> Op {
         let is_accept = matches!(parts.stage, Stage::Accept { .. });
+        let is_send = matches!(parts.stage, Stage::Send | Stage::Transmit(_));
         let io = OpIo::new(parts.stage, parts.iov, parts.addr, parts.linux_flags);
         Op {
             sock: parts.sock,
@@ -100,6 +103,7 @@ impl Op {
             target: parts.target,
             notify: parts.notify,
             is_accept,
+            is_send,
             abort_code: AtomicU32::new(codes::WSA_OPERATION_ABORTED),
             cancelled: AtomicBool::new(false),
             io: Mutex::new(io),
@@ -120,6 +124,11 @@ impl Op {
 
     pub(crate) fn abort_code(&self) -> u32 {
         self.abort_code.load(Ordering::Relaxed)
+    }
+
+    /// Whether the operation sends data.
+    pub(crate) fn is_send(&self) -> bool {
+        self.is_send
     }
 
     /// The code the operation reports when its socket is closed under it: a receive or send is
