@@ -188,6 +188,14 @@ impl<B: Send + 'static> CompletionPort<B> {
         self.handle.inner.concurrency
     }
 
+    /// Lets the thread that waits in the kernel for the port gather completions for up to
+    /// `window` once the first has arrived, so that one wake-up serves many: less CPU per
+    /// operation under load, for up to `window` more latency. Zero turns it off (the default).
+    /// Returns whether the backend supports it (io_uring on Linux 6.12 or later).
+    pub fn set_batch_window(&self, window: Duration) -> bool {
+        self.handle.inner.ring.set_batch_window(window)
+    }
+
     /// Associates a socket with the port under `key` (S36): from now on every notification of
     /// the socket is a packet on this port, and its operations hand their overlapped object to
     /// the packet. A socket can be associated once; again is `WSAEINVAL`.
@@ -309,10 +317,7 @@ impl<B: Send + 'static> PortInner<B> {
     ) -> Result<PortWait<B>> {
         self.end_turn_of_current_thread();
         let deadline = timeout.map(|t| Instant::now() + t);
-        let waiter = match alertable {
-            true => Waiter::waking_ring(alertable::thread_ring()?),
-            false => Waiter::new(),
-        };
+        let mut waiter: Option<Arc<Waiter>> = None;
         loop {
             let mut st = lock(&self.state);
             if st.closed {
@@ -364,6 +369,16 @@ impl<B: Send + 'static> PortInner<B> {
                 reaped?;
                 continue;
             }
+            let waiter = match &waiter {
+                Some(w) => w.clone(),
+                None => {
+                    let made = match alertable {
+                        true => Waiter::waking_ring(alertable::thread_ring()?),
+                        false => Waiter::new(),
+                    };
+                    waiter.insert(made).clone()
+                }
+            };
             waiter.arm();
             st.sleepers.push(waiter.clone());
             drop(st);

@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread;
+use std::time::Duration;
 
 use overlapped::{codes, CompletionPort, Error, Family, Kind, Overlapped, Packet, Socket, Started};
 
@@ -30,8 +31,13 @@ const LISTENER_KEY: usize = 0;
 const PENDING_ACCEPTS: usize = 16;
 
 /// Serves connections accepted on `listener` with `threads` workers until a fatal error.
-pub fn serve(listener: Socket, threads: usize, verbose: bool) -> Outcome<()> {
+pub fn serve(listener: Socket, threads: usize, batch_us: u64, verbose: bool) -> Outcome<()> {
     let port: CompletionPort = CompletionPort::new(threads).context("creating the port")?;
+    if batch_us > 0 && !port.set_batch_window(Duration::from_micros(batch_us)) {
+        return Err(Failure::new(
+            "--batch-us needs io_uring with batched waits (Linux 6.12 or later)",
+        ));
+    }
     port.associate(&listener, LISTENER_KEY)
         .context("associating the listener with the port")?;
     let server = Arc::new(Server {

@@ -101,6 +101,11 @@ pub(crate) trait Ring: Send + Sync {
 
     /// Hands the kernel the requests queued by threads that deferred their submissions.
     fn flush(&self) -> Result<()>;
+
+    /// Makes `reap` gather completions for up to `window` once the first has arrived, so that
+    /// one wake-up serves many (zero: return with the first). Returns whether the backend can;
+    /// io_uring can from Linux 6.12 (`IORING_FEAT_MIN_TIMEOUT`), epoll cannot.
+    fn set_batch_window(&self, window: Duration) -> bool;
 }
 
 thread_local! {

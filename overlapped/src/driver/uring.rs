@@ -10,6 +10,7 @@
 //! thread entered the kernel again, which an event-model program may never do.
 
 use std::io;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -24,6 +25,9 @@ const SQ_ENTRIES: u32 = 1024;
 /// Completion queue entries: room for many more operations in flight than the submission queue
 /// holds at once.
 const CQ_ENTRIES: u32 = 16384;
+
+/// Completions a batched wait gathers at most before its window ends.
+const BATCH: usize = 64;
 
 /// The opcodes the library uses, with their names for messages.
 const OPCODES: [(&str, u8); 6] = [
@@ -65,6 +69,8 @@ pub(crate) struct Uring {
     sq_lock: Mutex<()>,
     /// Serialises reaping (the shared completion view may exist only once at a time).
     cq_lock: Mutex<Vec<(u64, i32)>>,
+    /// How long a reap gathers completions after the first, in microseconds (0: not at all).
+    batch_us: AtomicU32,
 }
 
 impl Uring {
@@ -76,11 +82,13 @@ impl Uring {
             ring,
             sq_lock: Mutex::new(()),
             cq_lock: Mutex::new(Vec::with_capacity(256)),
+            batch_us: AtomicU32::new(0),
         })
     }
 
-    /// Pushes one entry and enters the kernel to submit it.
-    fn push(&self, entry: io_uring::squeue::Entry) -> Result<()> {
+    /// Pushes one entry and enters the kernel to submit it, unless `may_defer` and the calling
+    /// thread defers its submissions to this ring.
+    fn push(&self, entry: io_uring::squeue::Entry, may_defer: bool) -> Result<()> {
         {
             let _guard = lock(&self.sq_lock);
             // SAFETY: `sq_lock` is held, so no other submission view of this ring exists.
@@ -94,7 +102,7 @@ impl Uring {
             }
             Counters::bump(&COUNTERS.submissions);
         }
-        if super::defers_to(self as *const Uring as *const ()) {
+        if may_defer && super::defers_to(self as *const Uring as *const ()) {
             return Ok(()); // this thread's next entry into the kernel on this ring submits it
         }
         self.enter(0, None)
@@ -108,17 +116,26 @@ impl Uring {
     }
 
     /// Enters the kernel: submits what is queued and waits for `want` completions, at most
-    /// `timeout`.
+    /// `timeout`; with a batch window, waits for up to [`BATCH`] completions during the window
+    /// once the first is there.
     fn enter(&self, want: usize, timeout: Option<Duration>) -> Result<()> {
         Counters::bump(&COUNTERS.kernel_entries);
         let submitter = self.ring.submitter();
-        let entered = match timeout {
-            Some(t) if want > 0 => {
-                let ts = types::Timespec::from(t);
-                let args = types::SubmitArgs::new().timespec(&ts);
-                submitter.submit_with_args(want, &args)
+        let batch_us = match want {
+            0 => 0,
+            _ => self.batch_us.load(Ordering::Relaxed),
+        };
+        let entered = match (timeout, batch_us) {
+            (None, 0) => submitter.submit_and_wait(want),
+            (None, us) => {
+                let args = types::SubmitArgs::new().min_wait_usec(us);
+                submitter.submit_with_args(BATCH, &args)
             }
-            _ => submitter.submit_and_wait(want),
+            (Some(t), us) => {
+                let ts = types::Timespec::from(t);
+                let args = types::SubmitArgs::new().timespec(&ts).min_wait_usec(us);
+                submitter.submit_with_args(if us > 0 { BATCH } else { want }, &args)
+            }
         };
         match entered {
             Ok(_) => Ok(()),
@@ -156,11 +173,11 @@ impl Ring for Uring {
                 opcode::PollAdd::new(types::Fd(fd), libc::POLLOUT as u32).build()
             }
         };
-        self.push(entry.user_data(user_data))
+        self.push(entry.user_data(user_data), true)
     }
 
     fn cancel(&self, user_data: u64) -> Result<()> {
-        self.push(opcode::AsyncCancel::new(user_data).build().user_data(0))
+        self.push(opcode::AsyncCancel::new(user_data).build().user_data(0), false)
     }
 
     fn reap(&self, timeout: Option<Duration>) -> Result<usize> {
@@ -200,7 +217,17 @@ impl Ring for Uring {
     }
 
     fn wake(&self) -> Result<()> {
-        self.push(opcode::Nop::new().build().user_data(0))
+        // A wake is for another thread: it must reach the kernel now.
+        self.push(opcode::Nop::new().build().user_data(0), false)
+    }
+
+    fn set_batch_window(&self, window: Duration) -> bool {
+        if !self.ring.params().is_feature_min_timeout() {
+            return false;
+        }
+        let us = window.as_micros().min(u32::MAX as u128) as u32;
+        self.batch_us.store(us, Ordering::Relaxed);
+        true
     }
 
     fn flush(&self) -> Result<()> {

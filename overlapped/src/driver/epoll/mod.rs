@@ -209,6 +209,11 @@ impl Ring for Epoll {
         Ok(())
     }
 
+    /// `epoll_wait` has no minimum wait: every reap returns with what is ready.
+    fn set_batch_window(&self, _window: Duration) -> bool {
+        false
+    }
+
     unsafe fn submit(&self, user_data: u64, request: Request) -> Result<()> {
         let (fd, job) = (request.fd(), request);
         let mut table = self.table();
