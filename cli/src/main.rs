@@ -2,13 +2,15 @@
 //!
 //! - `overlapped demo` runs the chapter's scenario end to end on loopback and prints each step
 //!   (see [`demo`]).
-//! - `overlapped echo-server --model event|routine` serves echo clients with one of the
-//!   notification models (see [`server`]).
+//! - `overlapped echo-server --model event|routine|port` serves echo clients with one of the
+//!   notification models (see [`server`]); `overlapped echo-client` talks to one.
+//! - `overlapped bench` loads an echo server and reports throughput and latency.
 //!
 //! Every subcommand returns an [`failure::Outcome`]; a failure is printed on stderr as one line
 //! saying which step failed and why, and the process exits with status 1.
 
 mod bench;
+mod client;
 mod demo;
 mod failure;
 mod server;
@@ -31,6 +33,8 @@ enum Command {
     Demo,
     /// Run an echo server on one of the notification models.
     EchoServer(server::Options),
+    /// Send lines to an echo server and print what comes back (`Q` quits).
+    EchoClient(client::Options),
     /// Load an echo server: many connections, pipelined messages, every byte verified.
     Bench(bench::Options),
 }
@@ -40,6 +44,7 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Demo => demo::run(),
         Command::EchoServer(options) => server::run(&options),
+        Command::EchoClient(options) => client::run(&options),
         Command::Bench(options) => bench::run(&options),
     };
     match outcome {

@@ -85,6 +85,13 @@ fn run_demo(backend: Option<&str>) -> String {
         "routine called with error 0, 20 bytes, flags 0x0, the overlapped object holding \"Network is Computer!\"",
         "the overlapped object's event was left alone (S22)",
         "its routine was queued all the same (S30)",
+        "an echo through a completion port drained by two workers",
+        "accept packet: key 1, 0 bytes; connection from 127.0.0.1:",
+        "took a packet: key 2, 20 bytes (a receive: the worker echoes it)",
+        "took a packet: key 2, 20 bytes (the echo, sent)",
+        "client received the echo: \"Network is Computer!\"",
+        "took a packet: key 99, 7 bytes (posted by hand)",
+        "woke with ERROR_ABANDONED_WAIT_0 (735)",
         "engine counters: ",
         "demo finished",
     ] {

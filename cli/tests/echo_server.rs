@@ -21,7 +21,7 @@ const IO_LIMIT: Duration = Duration::from_secs(30);
 const BACKENDS: [Option<&str>; 2] = [None, Some("epoll")];
 
 /// The notification models each test runs on.
-const MODELS: [&str; 2] = ["event", "routine"];
+const MODELS: [&str; 3] = ["event", "routine", "port"];
 
 /// A running server, killed when dropped.
 struct Server {

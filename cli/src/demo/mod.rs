@@ -5,12 +5,13 @@
 //! reader *see* the model (an operation that is pending, the event that says it finished, the
 //! result read from the overlapped object), so each step also checks what it shows: if the
 //! library does not behave as the SPEC promises, the demo stops with an error naming the step,
-//! and exits non-zero. Further models (a completion port echo) are added by
-//! writing a file and appending it to [`SCENARIOS`].
+//! and exits non-zero. A scenario is added by writing a file and appending it
+//! to [`SCENARIOS`].
 //!
 //! Every wait is bounded by [`STEP_TIMEOUT`], so a library bug shows as an error, never a hang.
 
 mod events;
+mod port;
 mod routines;
 
 use std::fmt::Display;
@@ -40,6 +41,10 @@ const SCENARIOS: &[Scenario] = &[
     Scenario {
         title: "an overlapped receive, notified through a completion routine",
         run: routines::run,
+    },
+    Scenario {
+        title: "an echo through a completion port drained by two workers",
+        run: port::run,
     },
 ];
 
