@@ -11,7 +11,7 @@ use std::io::{self, BufRead, Write};
 use std::net::{IpAddr, SocketAddr};
 
 use clap::Args;
-use overlapped::{Overlapped, Socket};
+use overlapped::{codes, Error, Overlapped, Socket};
 
 use crate::failure::{Context, Failure, Outcome};
 
@@ -58,17 +58,16 @@ fn exchange(sock: &Socket, ov: &Overlapped, message: &[u8]) -> Outcome<Vec<u8>> 
     if message.is_empty() {
         return Ok(Vec::new());
     }
-    let _ = sock
-        .send(ov, vec![message.to_vec()], 0)
-        .context("sending")?;
-    ov.result(true).context("sending")?;
+    let sent = sock.send(ov, vec![message.to_vec()], 0);
+    sent.and_then(|_| ov.result(true))
+        .map_err(|e| gone(e, "sending"))?;
     let mut echo = Vec::with_capacity(message.len());
     while echo.len() < message.len() {
         let missing = message.len() - echo.len();
-        let _ = sock
-            .recv(ov, vec![vec![0; missing]], 0)
-            .context("receiving")?;
-        let n = ov.result(true).context("receiving")?;
+        let received = sock.recv(ov, vec![vec![0; missing]], 0);
+        let n = received
+            .and_then(|_| ov.result(true))
+            .map_err(|e| gone(e, "receiving"))?;
         if n == 0 {
             return Err(Failure::new("the server closed the connection"));
         }
@@ -76,4 +75,14 @@ fn exchange(sock: &Socket, ov: &Overlapped, message: &[u8]) -> Outcome<Vec<u8>> 
         echo.extend_from_slice(&buf[0][..n]);
     }
     Ok(echo)
+}
+
+/// A failure while `doing`; a connection the server reset or shut is reported as closed.
+fn gone(e: Error, doing: &str) -> Failure {
+    match e.code() {
+        codes::WSAECONNRESET | codes::WSAECONNABORTED | codes::WSAESHUTDOWN => {
+            Failure::new(format!("the server closed the connection ({doing}: {e})"))
+        }
+        _ => Failure::new(format!("{doing}: {e}")),
+    }
 }
