@@ -78,8 +78,11 @@ pub(crate) fn start(op: Arc<Op>) -> Result<Started> {
     }
     // A thread that defers its submissions to the operation's ring (a port's worker, a thread
     // running its routines) is about to enter the kernel on that ring: the kernel makes the first
-    // attempt then, with everything else that thread started, and saves a system call each.
-    let first = match driver::defers_to(Arc::as_ptr(&op.ring) as *const ()) {
+    // attempt then, with everything else that thread started, and saves a system call each —
+    // unless a zero-byte receive just said that data is waiting for this receive.
+    let deferred = driver::defers_to(Arc::as_ptr(&op.ring) as *const ());
+    let known_ready = op.dir == Dir::Read && sock.take_readable_hint();
+    let first = match deferred && !known_ready {
         true => Step::WouldBlock,
         false => op.try_now(),
     };

@@ -69,6 +69,8 @@ pub(crate) struct SockInner {
     pub(crate) port: OnceLock<PortBinding>,
     /// Skip the port's packet when an operation succeeds at once (S44).
     skip_port_on_success: AtomicBool,
+    /// A zero-byte receive just found data waiting: the next receive is worth trying at once.
+    readable_hint: AtomicBool,
 }
 
 impl SockInner {
@@ -94,6 +96,16 @@ impl SockInner {
 
     pub(crate) fn is_shut_down_for_send(&self) -> bool {
         self.shut_down_for_send.load(Ordering::Acquire)
+    }
+
+    /// Remembers that data is waiting (a zero-byte receive completed).
+    pub(crate) fn hint_readable(&self) {
+        self.readable_hint.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether data was known to be waiting; forgets it.
+    pub(crate) fn take_readable_hint(&self) -> bool {
+        self.readable_hint.swap(false, Ordering::Relaxed)
     }
 
     pub(crate) fn skips_port_on_success(&self) -> bool {
@@ -164,6 +176,7 @@ impl Socket {
                 shut_down_for_send: AtomicBool::new(false),
                 port: OnceLock::new(),
                 skip_port_on_success: AtomicBool::new(false),
+                readable_hint: AtomicBool::new(false),
             }),
         }
     }

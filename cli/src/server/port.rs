@@ -12,9 +12,14 @@
 //! reached through the table, never through a pointer in the key. Sockets skip the port when an
 //! operation succeeds at once (S44): an echo that the kernel takes at once needs no packet, and
 //! the worker goes straight on to the next receive.
+//!
+//! A connection waits for its next message with a zero-byte receive (S9), the Windows servers'
+//! idiom: an idle connection holds no buffer, and one is taken from a pool only when data is
+//! there (the receive that follows finds it at once). `--pin-buffers` keeps a buffered receive
+//! posted instead: one system call less per message, one buffer held per idle connection.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread;
 use std::time::Duration;
@@ -29,9 +34,27 @@ const BUF_SIZE: usize = 4096;
 const LISTENER_KEY: usize = 0;
 /// Accepts kept pending at all times.
 const PENDING_ACCEPTS: usize = 16;
+/// Free receive buffers kept for reuse at most.
+const POOL_MAX: usize = 1024;
 
-/// Serves connections accepted on `listener` with `threads` workers until a fatal error.
-pub fn serve(listener: Socket, threads: usize, batch_us: u64, verbose: bool) -> Outcome<()> {
+/// How the port model runs.
+pub struct Tuning {
+    /// Worker threads; 0: one per CPU.
+    pub threads: usize,
+    /// The port's batch window in microseconds (0: off).
+    pub batch_us: u64,
+    /// Keep a receive buffer posted on every connection (fewer system calls per message, one
+    /// buffer pinned per idle connection) instead of waiting for data with a zero-byte receive.
+    pub pinned: bool,
+}
+
+/// Serves connections accepted on `listener` until a fatal error.
+pub fn serve(listener: Socket, tuning: Tuning, verbose: bool) -> Outcome<()> {
+    let Tuning {
+        threads,
+        batch_us,
+        pinned,
+    } = tuning;
     let port: CompletionPort = CompletionPort::new(threads).context("creating the port")?;
     if batch_us > 0 && !port.set_batch_window(Duration::from_micros(batch_us)) {
         return Err(Failure::new(
@@ -46,6 +69,8 @@ pub fn serve(listener: Socket, threads: usize, batch_us: u64, verbose: bool) -> 
         accepts: Mutex::new(Vec::new()),
         conns: RwLock::new(HashMap::new()),
         next_key: AtomicUsize::new(LISTENER_KEY + 1),
+        pool: Mutex::new(Vec::new()),
+        pinned,
         verbose,
     });
     for _ in 0..PENDING_ACCEPTS {
@@ -76,6 +101,10 @@ struct Server {
     accepts: Mutex<Vec<(Socket, Overlapped)>>,
     conns: RwLock<HashMap<usize, Arc<Conn>>>,
     next_key: AtomicUsize,
+    /// Receive buffers not in use: only connections with data in hand hold one.
+    pool: Mutex<Vec<Vec<u8>>>,
+    /// Post receives with their buffer instead of zero-byte receives first.
+    pinned: bool,
     verbose: bool,
 }
 
@@ -84,6 +113,8 @@ struct Conn {
     sock: Socket,
     recv_ov: Overlapped,
     send_ov: Overlapped,
+    /// The pending receive is a zero-byte one, waiting for data without a buffer.
+    waiting_for_data: AtomicBool,
 }
 
 impl Server {
@@ -162,12 +193,13 @@ impl Server {
             sock,
             recv_ov: Overlapped::new(),
             send_ov: Overlapped::new(),
+            waiting_for_data: AtomicBool::new(false),
         });
         self.conns
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(key, conn.clone());
-        self.receive(key, &conn, vec![0; BUF_SIZE]);
+        self.wait_for_data(key, &conn);
         Ok(())
     }
 
@@ -186,10 +218,37 @@ impl Server {
             return self.close(packet.key, Some(e));
         }
         if ov.same_as(&conn.recv_ov) {
-            self.received(packet.key, &conn, packet.bytes);
+            if conn.waiting_for_data.swap(false, Ordering::Relaxed) {
+                self.receive(packet.key, &conn, self.buffer());
+            } else {
+                self.received(packet.key, &conn, packet.bytes);
+            }
         } else {
             self.echoed(packet.key, &conn);
         }
+    }
+
+    /// Posts a zero-byte receive: the connection waits for data without a buffer (S9), so an idle
+    /// connection pins none.
+    fn wait_for_data(&self, key: usize, conn: &Conn) {
+        if self.pinned {
+            return self.receive(key, conn, self.buffer());
+        }
+        conn.waiting_for_data.store(true, Ordering::Relaxed);
+        match conn.sock.recv(&conn.recv_ov, vec![Vec::new()], 0) {
+            Ok(Started::Pending) => {}
+            Ok(Started::Done(_)) => {
+                conn.waiting_for_data.store(false, Ordering::Relaxed);
+                self.receive(key, conn, self.buffer());
+            }
+            Err(e) => self.close(key, Some(e)),
+        }
+    }
+
+    /// A receive buffer from the pool, or a new one.
+    fn buffer(&self) -> Vec<u8> {
+        let pooled = self.pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        pooled.unwrap_or_else(|| vec![0; BUF_SIZE])
     }
 
     /// Posts a receive; one that completes at once is echoed at once.
@@ -218,14 +277,20 @@ impl Server {
         }
     }
 
-    /// The echo is sent (S8: whole): receive again with the same buffer, full size.
+    /// The echo is sent (S8: whole): its buffer goes back to the pool, and the connection
+    /// waits for its next message without one.
     fn echoed(&self, key: usize, conn: &Conn) {
         let mut buf = match conn.send_ov.take_buffers() {
             Ok(mut bufs) => bufs.pop().unwrap_or_default(),
             Err(e) => return self.close(key, Some(e)),
         };
         buf.resize(BUF_SIZE, 0);
-        self.receive(key, conn, buf);
+        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        if pool.len() < POOL_MAX {
+            pool.push(buf);
+        }
+        drop(pool);
+        self.wait_for_data(key, conn);
     }
 
     /// Forgets a connection; dropping the last reference closes its socket.

@@ -177,7 +177,10 @@ impl Ring for Uring {
     }
 
     fn cancel(&self, user_data: u64) -> Result<()> {
-        self.push(opcode::AsyncCancel::new(user_data).build().user_data(0), false)
+        self.push(
+            opcode::AsyncCancel::new(user_data).build().user_data(0),
+            false,
+        )
     }
 
     fn reap(&self, timeout: Option<Duration>) -> Result<usize> {

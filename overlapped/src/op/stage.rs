@@ -173,6 +173,7 @@ impl OpIo {
                     };
                     return Step::Finished(self.failure(sock, errno, abort_code));
                 }
+                self.data_sock(sock).hint_readable();
                 Step::Finished(self.success(0, None))
             }
             Stage::Recv { wait_all } => {
