@@ -9,12 +9,17 @@
 //!
 //! Waiting registers a [`Waiter`] with every event in the list and sleeps on it; setting an event
 //! wakes the waiters registered with it, which then look again. Any thread may set, reset or wait.
+//!
+//! An event may also belong to [`crate::EventSet`]s. It keeps its memberships in its own state, so
+//! that whatever changes its signal (set, reset, a wait that consumes it) updates the sets' ready
+//! marks under the event's lock, and a set never has to look at the events that are not signalled.
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::driver::Ring;
 use crate::error::{codes, Error, Result};
+use crate::event_set::Memberships;
 
 /// An event object: manual- or auto-reset, shareable between threads (clones name the same event).
 #[derive(Clone)]
@@ -27,9 +32,21 @@ struct EventInner {
     state: Mutex<EventState>,
 }
 
-struct EventState {
-    signalled: bool,
+pub(crate) struct EventState {
+    pub(crate) signalled: bool,
     waiters: Vec<Arc<Waiter>>,
+    /// The sets this event belongs to, which its signal changes mark or unmark.
+    pub(crate) sets: Memberships,
+}
+
+impl EventState {
+    /// Takes the signal of a satisfied wait: an auto-reset event is consumed.
+    pub(crate) fn consume(&mut self, manual_reset: bool) {
+        if !manual_reset {
+            self.signalled = false;
+            self.sets.unmark();
+        }
+    }
 }
 
 /// What a wait on events returned.
@@ -167,6 +184,7 @@ impl Event {
                 state: Mutex::new(EventState {
                     signalled: initially_signalled,
                     waiters: Vec::new(),
+                    sets: Memberships::new(),
                 }),
             }),
         }
@@ -182,7 +200,9 @@ impl Event {
         let waiters = {
             let mut st = lock(&self.inner.state);
             st.signalled = true;
-            st.waiters.clone()
+            let mut waiters = st.waiters.clone();
+            st.sets.mark(&mut waiters);
+            waiters
         };
         for w in waiters {
             w.wake();
@@ -191,7 +211,9 @@ impl Event {
 
     /// Clears the event (`WSAResetEvent`).
     pub fn reset(&self) {
-        lock(&self.inner.state).signalled = false;
+        let mut st = lock(&self.inner.state);
+        st.signalled = false;
+        st.sets.unmark();
     }
 
     /// Whether the event is signalled now; never consumes an auto-reset event.
@@ -212,14 +234,17 @@ impl Event {
         Arc::ptr_eq(&self.inner, &other.inner)
     }
 
+    /// The event's state, locked. Sets lock an event before a set, never the other way round.
+    pub(crate) fn state(&self) -> MutexGuard<'_, EventState> {
+        lock(&self.inner.state)
+    }
+
     /// Takes the signal if it is there (consuming it for an auto-reset event), else registers
     /// `waiter` to be woken when it comes.
     fn take_or_register(&self, waiter: Option<&Arc<Waiter>>) -> bool {
         let mut st = lock(&self.inner.state);
         if st.signalled {
-            if !self.inner.manual_reset {
-                st.signalled = false;
-            }
+            st.consume(self.inner.manual_reset);
             return true;
         }
         if let Some(w) = waiter {
@@ -341,9 +366,7 @@ fn take_all(events: &[&Event], waiter: Option<&Arc<Waiter>>) -> Option<usize> {
         .collect();
     if guards.iter().all(|(st, _)| st.signalled) {
         for (st, manual) in guards.iter_mut() {
-            if !*manual {
-                st.signalled = false;
-            }
+            st.consume(*manual);
         }
         return Some(0);
     }
