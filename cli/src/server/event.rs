@@ -5,11 +5,13 @@
 //! receive brought. So the connection's single buffer moves receive → send → receive, the event
 //! says "the outstanding operation finished", and the overlapped object says which result it had.
 //!
-//! The serving thread waits on the accept event (index 0, see [`super::accept`]) and on every
-//! connection's event with [`wait_for_events`], which has no 64-event cap. A wait reports only the
-//! lowest signalled index, so after each wake the thread serves *every* connection whose event is
-//! set, from that index on: a connection that is always busy cannot starve those after it. Serving
-//! does one step per connection (collect the result, start the next operation) and never blocks.
+//! The serving thread keeps the accept event (see [`super::accept`]) and every connection's event
+//! in one [`EventSet`], which has no 64-event cap and whose waits cost what is signalled, not how
+//! many connections are open. Each wake returns *every* signalled index ([`EventSet::ready`]), so
+//! the thread serves exactly the connections whose operations finished, all of them: a connection
+//! that is always busy cannot starve the others, and idle connections cost nothing. A connection's
+//! index in the set is also its slot in the thread's table of connections. Serving does one step
+//! per connection (collect the result, start the next operation) and never blocks.
 //!
 //! Whether an operation completes at once or is pending, its event is signalled when it is done
 //! (S3), so both cases take the same path: the next wait returns at once and the step is served.
@@ -18,15 +20,15 @@
 //! set the event again.
 //!
 //! A connection ends on a graceful close (a receive of 0 bytes, S10), a reset (S11), or any
-//! failed operation; it is dropped from the list, and the server carries on.
+//! failed operation; it leaves the set and the table, and the server carries on.
 
 use std::net::SocketAddr;
 use std::sync::mpsc::{Receiver, TryRecvError};
 
-use overlapped::{codes, wait_for_events, Error, Event, Overlapped, Socket, WaitFor, WaitResult};
+use overlapped::{codes, Error, Event, EventSet, Overlapped, Socket};
 
 use super::accept::{self, Incoming};
-use crate::failure::{Context, Failure, Outcome};
+use crate::failure::{Failure, Outcome};
 
 /// The size of each connection's receive buffer.
 const BUF_SIZE: usize = 4096;
@@ -35,49 +37,54 @@ const BUF_SIZE: usize = 4096;
 pub fn serve(listener: Socket, verbose: bool) -> Outcome<()> {
     let accept_event = Event::new();
     let incoming = accept::spawn(listener, accept_event.clone())?;
-    let mut conns: Vec<Conn> = Vec::new();
-    let mut ended: Vec<usize> = Vec::new();
+    let set = EventSet::new();
+    let accept_index = set.add(&accept_event);
+    // conns[i] is the connection whose event has index i in the set.
+    let mut conns: Vec<Option<Conn>> = Vec::new();
     loop {
-        let first = {
-            let mut events: Vec<&Event> = Vec::with_capacity(conns.len() + 1);
-            events.push(&accept_event);
-            events.extend(conns.iter().map(|c| &c.event));
-            match wait_for_events(&events, WaitFor::Any, None).context("waiting on the events")? {
-                WaitResult::Signalled(i) => i,
-                WaitResult::Timeout => continue,
-            }
-        };
-        // Index 0 of the wait list is the accept event; index i > 0 is conns[i - 1].
-        for (i, conn) in conns.iter_mut().enumerate().skip(first.saturating_sub(1)) {
-            if !conn.event.is_set() {
+        let mut accepting = false;
+        for i in set.ready(None) {
+            if i == accept_index {
+                accepting = true;
                 continue;
             }
+            let Some(conn) = conns.get_mut(i).and_then(Option::as_mut) else {
+                continue;
+            };
             if let Some(end) = conn.serve() {
                 report(conn.peer, &end, verbose);
-                ended.push(i);
+                set.remove_index(i);
+                conns[i] = None;
             }
         }
-        // Highest index first, so that each swap_remove moves a connection that stays.
-        for i in ended.drain(..).rev() {
-            conns.swap_remove(i);
-        }
-        if accept_event.is_set() {
+        if accepting {
             accept_event.reset();
-            take_new(&incoming, &mut conns, verbose)?;
+            take_new(&incoming, &set, &mut conns, verbose)?;
         }
     }
 }
 
-/// Opens every connection the accepting thread has handed over.
-fn take_new(incoming: &Receiver<Incoming>, conns: &mut Vec<Conn>, verbose: bool) -> Outcome<()> {
+/// Opens every connection the accepting thread has handed over, each in the slot of its event's
+/// index in `set`.
+fn take_new(
+    incoming: &Receiver<Incoming>,
+    set: &EventSet,
+    conns: &mut Vec<Option<Conn>>,
+    verbose: bool,
+) -> Outcome<()> {
     loop {
         match incoming.try_recv() {
             Ok(Ok((sock, peer))) => match Conn::open(sock, peer) {
                 Ok(conn) => {
-                    if verbose {
-                        println!("{peer}: connected ({} open)", conns.len() + 1);
+                    let i = set.add(&conn.event);
+                    if conns.len() <= i {
+                        conns.resize_with(i + 1, || None);
                     }
-                    conns.push(conn);
+                    conns[i] = Some(conn);
+                    if verbose {
+                        // The accept event is the one member that is not a connection.
+                        println!("{peer}: connected ({} open)", set.len() - 1);
+                    }
                 }
                 Err(end) => report(peer, &end, verbose),
             },
