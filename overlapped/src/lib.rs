@@ -5,8 +5,9 @@
 //! [`Overlapped`] object, which owns the operation's buffers — a scatter/gather list of owned
 //! buffers ([`IoBuf`]) — until the kernel is done with them, then hands them back with the
 //! [`Completion`]. A program learns that an operation finished through the [`Event`] of its
-//! overlapped object (wait on one or many with [`wait_for_events`]), or by asking the object,
-//! waiting or not ([`Overlapped::completion`]).
+//! overlapped object (wait on one or many with [`wait_for_events`], or on thousands kept in an
+//! [`EventSet`], whose waits cost what is signalled), or by asking the object, waiting or not
+//! ([`Overlapped::completion`]).
 //!
 //! ```no_run
 //! use overlapped::{Event, Overlapped, Socket, Started};
