@@ -161,7 +161,10 @@ fn s05_without_overlapped_object_the_call_blocks() {
         };
         let mut bufs = vec![vec![0; 4], vec![0; 8]];
         let (mut bytes, mut flags) = (0, 0);
-        assert_eq!(wsa_recv(s, &mut bufs, &mut bytes, &mut flags, None, None), 0);
+        assert_eq!(
+            wsa_recv(s, &mut bufs, &mut bytes, &mut flags, None, None),
+            0
+        );
         assert!(
             written.load(Ordering::SeqCst),
             "returned before the data came"
