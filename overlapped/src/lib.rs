@@ -1,13 +1,17 @@
-//! Windows' Overlapped IO model for sockets, on Linux.
+//! Windows' Overlapped IO model for sockets, and I/O completion ports, on Linux.
 //!
-//! An overlapped operation (send, receive, send-to, receive-from) returns at once: either it is
-//! done, with a byte count, or it is pending ([`Started`]). Each outstanding operation has its own
-//! [`Overlapped`] object, which owns the operation's buffers — a scatter/gather list of owned
-//! buffers ([`IoBuf`]) — until the kernel is done with them, then hands them back with the
-//! [`Completion`]. A program learns that an operation finished through the [`Event`] of its
-//! overlapped object (wait on one or many with [`wait_for_events`], or on thousands kept in an
-//! [`EventSet`], whose waits cost what is signalled), or by asking the object, waiting or not
-//! ([`Overlapped::completion`]).
+//! An overlapped operation (send, receive, send-to, receive-from, and the extension functions
+//! accept, connect, disconnect and transmit-file) returns at once: either it is done, with a byte
+//! count, or it is pending ([`Started`]). Each outstanding operation has its own [`Overlapped`]
+//! object, which owns the operation's buffers — a scatter/gather list of owned buffers
+//! ([`IoBuf`]) — until the kernel is done with them, then hands them back with the
+//! [`Completion`]. A program learns that an operation finished in one of three ways:
+//! - through the [`Event`] of its overlapped object: wait on one or many with
+//!   [`wait_for_events`], or on thousands kept in an [`EventSet`], whose waits cost what is
+//!   signalled; or ask the object, waiting or not ([`Overlapped::completion`]);
+//! - through a completion routine ([`Socket::recv_with_routine`] and siblings), run on the
+//!   issuing thread only in its alertable waits ([`sleep_ex`], [`wait_for_events_ex`]);
+//! - through a [`CompletionPort`] that the socket is associated with, drained by worker threads.
 //!
 //! ```no_run
 //! use overlapped::{Event, Overlapped, Socket, Started};
@@ -31,18 +35,24 @@
 //! the tests cite them.
 //!
 //! # Design
-//! Operations run on io_uring ([`driver`]). The engine first tries an operation without blocking,
-//! so that "done at once" is real; what would block goes to the kernel, whose completions a
-//! reaper thread turns into exactly one notification each: the result is recorded in the
-//! overlapped object, then its event is signalled — even when no thread of the program is inside
-//! the library. Buffers belong to the operation until its last kernel completion (S15): dropping
-//! the overlapped object or the socket cancels the operation, and the buffers are freed only when
-//! the kernel has let go.
+//! Operations run on io_uring, or on epoll readiness where io_uring is missing or forbidden, with
+//! the same behaviour ([`driver`]; [`backend_info`] says which and why). Which ring an operation
+//! goes to follows from how it notifies: event-model operations go to a shared ring that a
+//! background thread reaps, so an event is signalled even while no thread of the program is inside
+//! the library; a thread's routine operations go to that thread's own ring, which it reaps in its
+//! alertable waits; a port's operations go to the port's ring, which the waiting workers reap
+//! themselves, taking turns. One place (`engine.rs`) records each
+//! result in the overlapped object and fires exactly one notification.
+//!
+//! Buffers belong to the operation until its last kernel completion (S15): dropping the
+//! overlapped object, the socket or the issuing thread cancels the operation, and the buffers are
+//! freed only when the kernel has let go.
 //!
 //! The [`winsock`] module keeps Win32's names, return values and numeric codes, so that a Winsock
 //! program ports line by line.
 //!
-//! Requires Linux 5.6 or later (io_uring with `RECVMSG`, `SENDMSG`, `POLL_ADD`, `ASYNC_CANCEL`).
+//! Requires Linux 5.11 or later for the io_uring backend (timed waits); the epoll backend runs on
+//! any Linux.
 
 #![deny(missing_docs, unsafe_op_in_unsafe_fn)]
 

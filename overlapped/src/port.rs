@@ -183,6 +183,13 @@ impl<B: Send + 'static> CompletionPort<B> {
         })
     }
 
+    /// How many threads wait in [`CompletionPort::get`] (or its siblings) on this port now: a
+    /// diagnostic, for tests and monitoring.
+    pub fn waiting_threads(&self) -> usize {
+        let st = lock(&self.handle.inner.state);
+        st.sleepers.len() + usize::from(st.leader.is_some())
+    }
+
     /// The number of threads allowed to run at once.
     pub fn concurrency(&self) -> usize {
         self.handle.inner.concurrency

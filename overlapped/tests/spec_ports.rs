@@ -75,11 +75,13 @@ fn packet_object(p: &Packet, expected: &Overlapped) -> Overlapped {
 /// Starts `n` threads that each wait in the port, one after the other: each is asleep (blocked in
 /// the kernel, and given a moment more) before the next starts.
 fn waiters_in_order<T: Send + 'static>(
+    port: &CompletionPort,
     n: usize,
     wait: impl Fn(usize) -> T + Send + Sync + 'static,
 ) -> Vec<thread::JoinHandle<T>> {
     let wait = Arc::new(wait);
     let mut threads = Vec::new();
+    let before = port.waiting_threads();
     for id in 0..n {
         let (tid_tx, tid_rx) = mpsc::channel();
         let wait = wait.clone();
@@ -90,6 +92,9 @@ fn waiters_in_order<T: Send + 'static>(
         }));
         let tid = tid_rx.recv_timeout(TIMEOUT).expect("the waiter started");
         eventually("the waiter is asleep", || is_blocked(tid));
+        eventually("the waiter waits on the port", || {
+            port.waiting_threads() == before + id + 1
+        });
         settle_time();
     }
     threads
@@ -359,7 +364,7 @@ fn s39_waiters_are_woken_lifo() {
         let waiters = {
             let port = port.clone();
             let tx = Mutex::new(tx);
-            waiters_in_order(N, move |id| {
+            waiters_in_order(&port.clone(), N, move |id| {
                 let p = port.get(Some(TIMEOUT)).expect("a packet");
                 tx.lock().unwrap().send((id, p.bytes)).unwrap();
             })
@@ -449,7 +454,7 @@ fn s39_waiter_gets_the_packet_once_the_running_thread_stops() {
         assert_eq!(took_rx.recv_timeout(TIMEOUT), Ok(1));
 
         let (got_tx, got_rx) = mpsc::channel();
-        let waiter = waiters_in_order(1, {
+        let waiter = waiters_in_order(&port, 1, {
             let port = port.clone();
             let got_tx = Mutex::new(got_tx);
             move |_| {
@@ -521,7 +526,7 @@ fn s41_close_wakes_every_waiter_with_abandoned_wait() {
         let port = new_port(4);
         let waiters = {
             let port = port.clone();
-            waiters_in_order(3, move |id| match id {
+            waiters_in_order(&port.clone(), 3, move |id| match id {
                 0 => port.get(Some(TIMEOUT)).map(drop),
                 1 => port.get_many(4, Some(TIMEOUT)).map(drop),
                 _ => port.get_ex(4, Some(TIMEOUT), true).map(drop),

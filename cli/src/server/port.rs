@@ -199,7 +199,10 @@ impl Server {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(key, conn.clone());
-        self.wait_for_data(key, &conn);
+        match self.pinned {
+            true => self.receive(key, &conn, self.buffer()),
+            false => self.wait_for_data(key, &conn),
+        }
         Ok(())
     }
 
@@ -231,9 +234,6 @@ impl Server {
     /// Posts a zero-byte receive: the connection waits for data without a buffer (S9), so an idle
     /// connection pins none.
     fn wait_for_data(&self, key: usize, conn: &Conn) {
-        if self.pinned {
-            return self.receive(key, conn, self.buffer());
-        }
         conn.waiting_for_data.store(true, Ordering::Relaxed);
         match conn.sock.recv(&conn.recv_ov, vec![Vec::new()], 0) {
             Ok(Started::Pending) => {}
@@ -265,32 +265,37 @@ impl Server {
         if bytes == 0 {
             return self.close(key, None);
         }
-        let mut buf = match conn.recv_ov.take_buffers() {
+        let buf = match conn.recv_ov.take_buffers() {
             Ok(mut bufs) => bufs.pop().unwrap_or_default(),
             Err(e) => return self.close(key, Some(e)),
         };
-        buf.truncate(bytes);
-        match conn.sock.send(&conn.send_ov, vec![buf], 0) {
+        // The echo gets a copy of just the bytes, and the receive buffer goes back whole.
+        let echo = buf[..bytes.min(buf.len())].to_vec();
+        self.recycle(buf);
+        match conn.sock.send(&conn.send_ov, vec![echo], 0) {
             Ok(Started::Pending) => {} // its packet comes when the kernel has taken it all
             Ok(Started::Done(_)) => self.echoed(key, conn),
             Err(e) => self.close(key, Some(e)),
         }
     }
 
-    /// The echo is sent (S8: whole): its buffer goes back to the pool, and the connection
-    /// waits for its next message without one.
+    /// The echo is sent (S8: whole): the connection waits for its next message.
     fn echoed(&self, key: usize, conn: &Conn) {
-        let mut buf = match conn.send_ov.take_buffers() {
-            Ok(mut bufs) => bufs.pop().unwrap_or_default(),
-            Err(e) => return self.close(key, Some(e)),
-        };
-        buf.resize(BUF_SIZE, 0);
+        if let Err(e) = conn.send_ov.take_buffers() {
+            return self.close(key, Some(e));
+        }
+        match self.pinned {
+            true => self.receive(key, conn, self.buffer()),
+            false => self.wait_for_data(key, conn),
+        }
+    }
+
+    /// Puts a receive buffer back in the pool.
+    fn recycle(&self, buf: Vec<u8>) {
         let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
-        if pool.len() < POOL_MAX {
+        if pool.len() < POOL_MAX && buf.len() == BUF_SIZE {
             pool.push(buf);
         }
-        drop(pool);
-        self.wait_for_data(key, conn);
     }
 
     /// Forgets a connection; dropping the last reference closes its socket.

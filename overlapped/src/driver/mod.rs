@@ -1,12 +1,12 @@
 //! The backend contract: what the engine asks of the kernel interface below it.
 //!
-//! A backend provides rings. A [`Ring`] is one queue of kernel requests and their completions:
-//! - [`Ring::submit`] starts one kernel request ([`Request`]) tagged with a `user_data` word, from
+//! A backend provides rings. A `Ring` is one queue of kernel requests and their completions:
+//! - `Ring::submit` starts one kernel request (`Request`) tagged with a `user_data` word, from
 //!   any thread. Its result (a byte count or event mask, or `-errno`) is later passed to
-//!   [`crate::engine::complete`] exactly once, by whichever thread reaps the ring.
-//! - [`Ring::cancel`] asks for an early end of the request with that tag. Its completion still
+//!   `crate::engine::complete` exactly once, by whichever thread reaps the ring.
+//! - `Ring::cancel` asks for an early end of the request with that tag. Its completion still
 //!   arrives exactly once: `-ECANCELED`, or its real result if it won the race.
-//! - [`Ring::reap`] waits (up to a timeout) for completions and delivers them; [`Ring::wake`]
+//! - `Ring::reap` waits (up to a timeout) for completions and delivers them; `Ring::wake`
 //!   makes a thread waiting in `reap` return early, from any thread.
 //!
 //! Which ring an operation goes to follows from how it notifies. Operations that signal events
@@ -48,6 +48,20 @@ pub(crate) enum Request {
         msg: *const libc::msghdr,
         flags: u32,
     },
+    /// `recv(fd, buf, len, flags)`: a stream receive into one buffer, without a message header.
+    Recv {
+        fd: RawFd,
+        buf: *mut u8,
+        len: usize,
+        flags: u32,
+    },
+    /// `send(fd, buf, len, flags)`: a stream send of one buffer, without a message header.
+    Send {
+        fd: RawFd,
+        buf: *const u8,
+        len: usize,
+        flags: u32,
+    },
     /// `accept4(fd, addr, len, SOCK_NONBLOCK | SOCK_CLOEXEC)`: the result is the new descriptor.
     Accept {
         fd: RawFd,
@@ -71,6 +85,8 @@ impl Request {
         match *self {
             Request::RecvMsg { fd, .. }
             | Request::SendMsg { fd, .. }
+            | Request::Recv { fd, .. }
+            | Request::Send { fd, .. }
             | Request::Accept { fd, .. }
             | Request::PollIn { fd }
             | Request::PollOut { fd } => fd,

@@ -27,6 +27,27 @@ pub(crate) unsafe fn perform(request: &Request) -> i32 {
                 flags as i32 | libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
             )
         },
+        // SAFETY: the caller's contract: `buf` is writable for `len` bytes.
+        Request::Recv {
+            fd,
+            buf,
+            len,
+            flags,
+        } => unsafe { libc::recv(fd, buf as *mut _, len, flags as i32 | libc::MSG_DONTWAIT) },
+        // SAFETY: the caller's contract: `buf` is readable for `len` bytes.
+        Request::Send {
+            fd,
+            buf,
+            len,
+            flags,
+        } => unsafe {
+            libc::send(
+                fd,
+                buf as *const _,
+                len,
+                flags as i32 | libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        },
         // SAFETY: the caller's contract: `addr` has room for `*len` bytes.
         Request::Accept { fd, addr, len } => unsafe {
             libc::accept4(fd, addr, len, libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) as isize

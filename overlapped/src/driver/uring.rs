@@ -30,7 +30,9 @@ const CQ_ENTRIES: u32 = 16384;
 const BATCH: usize = 64;
 
 /// The opcodes the library uses, with their names for messages.
-const OPCODES: [(&str, u8); 6] = [
+const OPCODES: [(&str, u8); 8] = [
+    ("RECV", opcode::Recv::CODE),
+    ("SEND", opcode::Send::CODE),
     ("ACCEPT", opcode::Accept::CODE),
     ("RECVMSG", opcode::RecvMsg::CODE),
     ("SENDMSG", opcode::SendMsg::CODE),
@@ -162,6 +164,22 @@ impl Ring for Uring {
                 .build(),
             Request::SendMsg { fd, msg, flags } => opcode::SendMsg::new(types::Fd(fd), msg)
                 .flags(flags)
+                .build(),
+            Request::Recv {
+                fd,
+                buf,
+                len,
+                flags,
+            } => opcode::Recv::new(types::Fd(fd), buf, len as u32)
+                .flags(flags as i32)
+                .build(),
+            Request::Send {
+                fd,
+                buf,
+                len,
+                flags,
+            } => opcode::Send::new(types::Fd(fd), buf, len as u32)
+                .flags(flags as i32)
                 .build(),
             Request::Accept { fd, addr, len } => opcode::Accept::new(types::Fd(fd), addr, len)
                 .flags(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)

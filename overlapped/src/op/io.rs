@@ -127,19 +127,37 @@ impl OpIo {
     pub(super) fn request(&mut self, sock: &Arc<SockInner>) -> Request {
         self.point();
         let fd = self.data_sock(sock).fd();
-        match &self.stage {
-            Stage::Recv { .. } => Request::RecvMsg {
+        // One buffer on a stream, with no address: the plain calls, which spare the kernel the
+        // message header (the flags a stream receive could report are not needed there).
+        let single = match (self.iov.len() - self.first, &self.addr) {
+            (1, None) if self.data_sock(sock).is_stream() => Some(self.iov[self.first]),
+            _ => None,
+        };
+        match (&self.stage, single) {
+            (Stage::Recv { .. }, Some(v)) => Request::Recv {
+                fd,
+                buf: v.iov_base as *mut u8,
+                len: v.iov_len,
+                flags: self.linux_flags as u32,
+            },
+            (Stage::Send | Stage::Transmit(_), Some(v)) => Request::Send {
+                fd,
+                buf: v.iov_base as *const u8,
+                len: v.iov_len,
+                flags: (self.linux_flags | libc::MSG_NOSIGNAL) as u32,
+            },
+            (Stage::Recv { .. }, None) => Request::RecvMsg {
                 fd,
                 msg: &mut self.msg,
                 flags: self.linux_flags as u32,
             },
-            Stage::Send | Stage::Transmit(_) => Request::SendMsg {
+            (Stage::Send | Stage::Transmit(_), None) => Request::SendMsg {
                 fd,
                 msg: &self.msg,
                 flags: (self.linux_flags | libc::MSG_NOSIGNAL) as u32,
             },
-            Stage::ZeroByteRecv => Request::PollIn { fd },
-            Stage::Accept { .. } => {
+            (Stage::ZeroByteRecv, _) => Request::PollIn { fd },
+            (Stage::Accept { .. }, _) => {
                 let addr = self.addr.get_or_insert_with(RawAddr::empty);
                 addr.len = RawAddr::empty().len;
                 Request::Accept {
@@ -149,7 +167,7 @@ impl OpIo {
                 }
             }
             // A connect in progress, or a shutdown (which never has to wait): writability.
-            Stage::Connect { .. } | Stage::Disconnect => Request::PollOut { fd },
+            (Stage::Connect { .. } | Stage::Disconnect, _) => Request::PollOut { fd },
         }
     }
 

@@ -25,21 +25,23 @@ impl Readiness for Job {
     /// Which queue of its descriptor the job waits in: 0 for reading, 1 for writing.
     fn side(&self) -> usize {
         match self {
-            Job::RecvMsg { .. } | Job::PollIn { .. } | Job::Accept { .. } => 0,
-            Job::SendMsg { .. } | Job::PollOut { .. } => 1,
+            Job::RecvMsg { .. } | Job::Recv { .. } | Job::PollIn { .. } | Job::Accept { .. } => 0,
+            Job::SendMsg { .. } | Job::Send { .. } | Job::PollOut { .. } => 1,
         }
     }
 
     /// The readiness that lets the job make progress.
     fn events(&self) -> u32 {
         match self {
-            Job::RecvMsg { flags, .. } if *flags as i32 & libc::MSG_OOB != 0 => {
+            Job::RecvMsg { flags, .. } | Job::Recv { flags, .. }
+                if *flags as i32 & libc::MSG_OOB != 0 =>
+            {
                 libc::EPOLLPRI as u32
             }
-            Job::RecvMsg { .. } | Job::PollIn { .. } | Job::Accept { .. } => {
+            Job::RecvMsg { .. } | Job::Recv { .. } | Job::PollIn { .. } | Job::Accept { .. } => {
                 (libc::EPOLLIN | libc::EPOLLRDHUP) as u32
             }
-            Job::SendMsg { .. } | Job::PollOut { .. } => libc::EPOLLOUT as u32,
+            Job::SendMsg { .. } | Job::Send { .. } | Job::PollOut { .. } => libc::EPOLLOUT as u32,
         }
     }
 }
