@@ -14,6 +14,9 @@ server (the hand-written epoll server). Two modes:
   unpaced  1,000 connections, depth 4, as fast as the server goes: msgs/s, system calls per
            message, CPU per message.
 
+Our servers run on each backend: `overlapped-MODEL` on the one the library picks (io_uring where
+the kernel allows it), `overlapped-MODEL-epoll` with `OVERLAPPED_BACKEND=epoll`.
+
 Standard library only. `--svg FILE` draws the paced CPU per message of each server.
 """
 
@@ -43,7 +46,13 @@ def build():
 
 
 def servers(bin_dir):
-    """The servers to compare: name -> command (without --port)."""
+    """The servers to compare: name -> command (without --port).
+
+    A command may begin with `NAME=value` items: environment variables for the server (see
+    `split_env`). Each of our models runs twice: on the backend the library picks by itself
+    (io_uring here) and, as `overlapped-MODEL-epoll`, with the epoll backend forced, so that the
+    epoll backend's cost per message is measured in the same rounds as the hand-written epoll
+    server."""
     ours = os.path.join(bin_dir, "overlapped")
     found = {REFERENCE: [os.path.join(bin_dir, "echo-epoll")]}
     for peer in ("tokio", "monoio", "compio"):
@@ -56,7 +65,28 @@ def servers(bin_dir):
         if model in models:
             extra = one_thread if model == "port" else []
             found["overlapped-" + model] = [ours, "echo-server", "--model", model] + extra
+    for model in ("event", "routine", "port"):
+        if model in models:
+            found[f"overlapped-{model}-epoll"] = ["OVERLAPPED_BACKEND=epoll"] + \
+                found["overlapped-" + model]
     return found
+
+
+def split_env(cmd):
+    """`["A=1", "prog", "arg"]` -> `({"A": "1"}, ["prog", "arg"])`: the leading `NAME=value`
+    items of a server command are its environment."""
+    env = {}
+    while cmd and "=" in cmd[0] and not cmd[0].startswith(("/", ".")):
+        name, value = cmd[0].split("=", 1)
+        env[name] = value
+        cmd = cmd[1:]
+    return env, cmd
+
+
+def describe(cmd):
+    """A server command for the report: environment, program name, arguments."""
+    env, argv = split_env(cmd)
+    return [f"{k}={v}" for k, v in env.items()] + [os.path.basename(argv[0])] + argv[1:]
 
 
 def cpu_seconds(pid):
@@ -88,15 +118,17 @@ def count_syscalls(pid, seconds):
     return None
 
 
-def start_server(cmd):
-    proc = subprocess.Popen(["taskset", "-c", "0"] + cmd + ["--port", "0"],
+def start_server(cmd, cpu="0"):
+    env, argv = split_env(cmd)
+    pin = ["taskset", "-c", cpu] if cpu is not None else []
+    proc = subprocess.Popen(pin + argv + ["--port", "0"], env={**os.environ, **env},
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     line = proc.stdout.readline()
     match = re.match(r"listening on (\S+)", line)
     if not match:
         proc.kill()
         proc.wait()
-        raise RuntimeError(f"{cmd[0]} did not announce its address (said {line!r})")
+        raise RuntimeError(f"{argv[0]} did not announce its address (said {line!r})")
     return proc, match.group(1)
 
 
@@ -322,7 +354,7 @@ def main():
     print(f"servers: {', '.join(names)}; perf syscall counting: "
           f"{'yes' if use_perf else 'n/a'}", file=sys.stderr)
 
-    report = {"servers": {n: [os.path.basename(commands[n][0])] + commands[n][1:] for n in names},
+    report = {"servers": {n: describe(commands[n]) for n in names},
               "settings": {k: v for k, v in vars(args).items() if k not in ("json", "svg", "replot", "bench_bin")}}
     common = ["--size", str(args.size)]
     if args.mode in ("paced", "both"):
