@@ -59,7 +59,7 @@ impl Socket {
             iov: iovecs_for_send(&bufs),
             dir: Dir::Write,
             stage: Stage::Connect {
-                to: RawAddr::from_socket_addr(to),
+                to: Box::new(RawAddr::from_socket_addr(to)),
                 started: false,
             },
             addr: None,

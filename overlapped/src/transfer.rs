@@ -33,7 +33,7 @@ pub(crate) struct Plan {
     pub(crate) iov: Vec<libc::iovec>,
     pub(crate) dir: Dir,
     pub(crate) stage: Stage,
-    pub(crate) addr: Option<RawAddr>,
+    pub(crate) addr: Option<Box<RawAddr>>,
     pub(crate) linux_flags: Result<i32>,
     /// Whether an empty buffer list is refused (S6); the extension functions take none.
     pub(crate) needs_buffers: bool,
@@ -45,7 +45,7 @@ impl Plan {
             iov: iovecs_for_send(bufs),
             dir: Dir::Write,
             stage: Stage::Send,
-            addr: to.map(RawAddr::from_socket_addr),
+            addr: to.map(|to| Box::new(RawAddr::from_socket_addr(to))),
             linux_flags: flags::send_to_linux(flags),
             needs_buffers: true,
         }
@@ -65,7 +65,7 @@ impl Plan {
             iov,
             dir: Dir::Read,
             stage,
-            addr: with_from.then(RawAddr::empty),
+            addr: with_from.then(|| Box::new(RawAddr::empty())),
             linux_flags: flags::recv_to_linux(flags),
             needs_buffers: true,
         }

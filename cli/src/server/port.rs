@@ -7,8 +7,8 @@
 //! each finished one is replaced. So the workers wait in one place only, the port, and every
 //! packet is one of three things: a connection accepted, data received, or an echo sent.
 //!
-//! A connection has one overlapped object per direction and one buffer, so at most one of its
-//! operations is pending at a time and no two workers ever handle it at once; its state is
+//! A connection has one overlapped object, reused by its operations in turn, so at most one of
+//! them is pending at a time and no two workers ever handle it at once; its state is
 //! reached through the table, never through a pointer in the key. Sockets skip the port when an
 //! operation succeeds at once (S44): an echo that the kernel takes at once needs no packet, and
 //! the worker goes straight on to the next receive.
@@ -19,7 +19,7 @@
 //! posted instead: one system call less per message, one buffer held per idle connection.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread;
 use std::time::Duration;
@@ -34,6 +34,12 @@ const BUF_SIZE: usize = 4096;
 const LISTENER_KEY: usize = 0;
 /// Accepts kept pending at all times.
 const PENDING_ACCEPTS: usize = 16;
+/// A connection's pending operation: a zero-byte receive waiting for data.
+const WAITING: u8 = 0;
+/// A connection's pending operation: a receive into a buffer.
+const RECEIVING: u8 = 1;
+/// A connection's pending operation: the echo of what was received.
+const SENDING: u8 = 2;
 /// Free receive buffers kept for reuse at most.
 const POOL_MAX: usize = 1024;
 
@@ -111,10 +117,11 @@ struct Server {
 /// One client.
 struct Conn {
     sock: Socket,
-    recv_ov: Overlapped,
-    send_ov: Overlapped,
-    /// The pending receive is a zero-byte one, waiting for data without a buffer.
-    waiting_for_data: AtomicBool,
+    /// The connection's one overlapped object: its operations follow one another (wait for
+    /// data, receive, echo), never two at once.
+    ov: Overlapped,
+    /// Which of them is pending: [`WAITING`], [`RECEIVING`] or [`SENDING`].
+    phase: AtomicU8,
 }
 
 impl Server {
@@ -191,9 +198,8 @@ impl Server {
         }
         let conn = Arc::new(Conn {
             sock,
-            recv_ov: Overlapped::new(),
-            send_ov: Overlapped::new(),
-            waiting_for_data: AtomicBool::new(false),
+            ov: Overlapped::new(),
+            phase: AtomicU8::new(RECEIVING),
         });
         self.conns
             .write()
@@ -214,33 +220,26 @@ impl Server {
             .unwrap_or_else(|e| e.into_inner())
             .get(&packet.key)
             .cloned();
-        let (Some(conn), Some(ov)) = (conn, packet.overlapped) else {
+        let Some(conn) = conn else {
             return; // a packet of a connection already closed
         };
         if let Some(e) = packet.error {
             return self.close(packet.key, Some(e));
         }
-        if ov.same_as(&conn.recv_ov) {
-            if conn.waiting_for_data.swap(false, Ordering::Relaxed) {
-                self.receive(packet.key, &conn, self.buffer());
-            } else {
-                self.received(packet.key, &conn, packet.bytes);
-            }
-        } else {
-            self.echoed(packet.key, &conn);
+        match conn.phase.load(Ordering::Relaxed) {
+            WAITING => self.receive(packet.key, &conn, self.buffer()),
+            RECEIVING => self.received(packet.key, &conn, packet.bytes),
+            _ => self.echoed(packet.key, &conn),
         }
     }
 
     /// Posts a zero-byte receive: the connection waits for data without a buffer (S9), so an idle
     /// connection pins none.
     fn wait_for_data(&self, key: usize, conn: &Conn) {
-        conn.waiting_for_data.store(true, Ordering::Relaxed);
-        match conn.sock.recv(&conn.recv_ov, vec![Vec::new()], 0) {
+        conn.phase.store(WAITING, Ordering::Relaxed);
+        match conn.sock.recv(&conn.ov, vec![Vec::new()], 0) {
             Ok(Started::Pending) => {}
-            Ok(Started::Done(_)) => {
-                conn.waiting_for_data.store(false, Ordering::Relaxed);
-                self.receive(key, conn, self.buffer());
-            }
+            Ok(Started::Done(_)) => self.receive(key, conn, self.buffer()),
             Err(e) => self.close(key, Some(e)),
         }
     }
@@ -253,7 +252,8 @@ impl Server {
 
     /// Posts a receive; one that completes at once is echoed at once.
     fn receive(&self, key: usize, conn: &Conn, buf: Vec<u8>) {
-        match conn.sock.recv(&conn.recv_ov, vec![buf], 0) {
+        conn.phase.store(RECEIVING, Ordering::Relaxed);
+        match conn.sock.recv(&conn.ov, vec![buf], 0) {
             Ok(Started::Pending) => {}
             Ok(Started::Done(n)) => self.received(key, conn, n),
             Err(e) => self.close(key, Some(e)),
@@ -265,14 +265,15 @@ impl Server {
         if bytes == 0 {
             return self.close(key, None);
         }
-        let buf = match conn.recv_ov.take_buffers() {
+        let buf = match conn.ov.take_buffers() {
             Ok(mut bufs) => bufs.pop().unwrap_or_default(),
             Err(e) => return self.close(key, Some(e)),
         };
         // The echo gets a copy of just the bytes, and the receive buffer goes back whole.
         let echo = buf[..bytes.min(buf.len())].to_vec();
         self.recycle(buf);
-        match conn.sock.send(&conn.send_ov, vec![echo], 0) {
+        conn.phase.store(SENDING, Ordering::Relaxed);
+        match conn.sock.send(&conn.ov, vec![echo], 0) {
             Ok(Started::Pending) => {} // its packet comes when the kernel has taken it all
             Ok(Started::Done(_)) => self.echoed(key, conn),
             Err(e) => self.close(key, Some(e)),
@@ -281,7 +282,7 @@ impl Server {
 
     /// The echo is sent (S8: whole): the connection waits for its next message.
     fn echoed(&self, key: usize, conn: &Conn) {
-        if let Err(e) = conn.send_ov.take_buffers() {
+        if let Err(e) = conn.ov.take_buffers() {
             return self.close(key, Some(e));
         }
         match self.pinned {

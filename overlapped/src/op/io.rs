@@ -19,8 +19,10 @@ pub(super) struct OpIo {
     /// The first I/O vector not yet fully transferred.
     pub(super) first: usize,
     msg: libc::msghdr,
-    /// The peer's address: filled by a receive-from or an accept, read by a send-to.
-    pub(super) addr: Option<RawAddr>,
+    /// The peer's address: filled by a receive-from or an accept, read by a send-to. Boxed, as
+    /// most operations have none and a pending record should stay small (an idle connection's
+    /// receive is one).
+    pub(super) addr: Option<Box<RawAddr>>,
     /// Bytes transferred in the current vectors.
     pub(super) done: usize,
     /// Bytes the current vectors hold.
@@ -43,7 +45,7 @@ impl OpIo {
     pub(super) fn new(
         stage: Stage,
         iov: Vec<libc::iovec>,
-        addr: Option<RawAddr>,
+        addr: Option<Box<RawAddr>>,
         linux_flags: i32,
     ) -> OpIo {
         let total = iov.iter().map(|v| v.iov_len).sum();
@@ -158,7 +160,7 @@ impl OpIo {
             },
             (Stage::ZeroByteRecv, _) => Request::PollIn { fd },
             (Stage::Accept { .. }, _) => {
-                let addr = self.addr.get_or_insert_with(RawAddr::empty);
+                let addr = self.addr.get_or_insert_with(|| Box::new(RawAddr::empty()));
                 addr.len = RawAddr::empty().len;
                 Request::Accept {
                     fd,

@@ -87,7 +87,7 @@ pub(crate) struct OpParts {
     pub(crate) target: Arc<dyn Target>,
     pub(crate) notify: Notify,
     pub(crate) iov: Vec<libc::iovec>,
-    pub(crate) addr: Option<RawAddr>,
+    pub(crate) addr: Option<Box<RawAddr>>,
     pub(crate) linux_flags: i32,
 }
 

@@ -30,7 +30,7 @@ pub(crate) enum Stage {
     /// the first data if the vectors have room (S45).
     Accept { into: Arc<SockInner> },
     /// Connect to `to`; then send the vectors if they hold bytes (S46).
-    Connect { to: RawAddr, started: bool },
+    Connect { to: Box<RawAddr>, started: bool },
     /// Shut down sending (`DisconnectEx`, S47).
     Disconnect,
     /// Send head, file and tail (`TransmitFile`, S48).
