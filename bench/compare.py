@@ -69,6 +69,12 @@ def servers(bin_dir):
         if model in models:
             found[f"overlapped-{model}-epoll"] = ["OVERLAPPED_BACKEND=epoll"] + \
                 found["overlapped-" + model]
+    # The port model's two tunings: a receive buffer kept posted (one system call less per
+    # message), and the opt-in batch window of 50 us (CPU first).
+    if "overlapped-port" in found and "--pin-buffers" in help_text:
+        found["overlapped-port-pinned"] = found["overlapped-port"] + ["--pin-buffers"]
+    if "overlapped-port" in found and "--batch-us" in help_text:
+        found["overlapped-port-batch50"] = found["overlapped-port"] + ["--batch-us", "50"]
     return found
 
 
