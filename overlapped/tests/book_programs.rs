@@ -7,124 +7,20 @@
 //! The example binaries are built by `cargo test` next to the test binaries
 //! (`target/<profile>/examples/`).
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc::{self, Receiver};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::mpsc::Receiver;
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// How long any one program may run before it is killed and the test fails.
-const LIMIT: Duration = Duration::from_secs(20);
-
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("the test binary lives in <target>/<profile>/deps");
-    let path = profile_dir.join("examples").join(name);
-    assert!(
-        path.is_file(),
-        "{} is missing: run `cargo test -p overlapped` (which builds the examples) or \
-         `cargo build -p overlapped --examples` first",
-        path.display()
-    );
-    path
-}
-
-/// A child process that is killed if the test ends without waiting for it.
-struct Running(Option<Child>);
-
-impl Running {
-    fn start(name: &str, args: &[&str]) -> Running {
-        let child = Command::new(example(name))
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        Running(Some(child))
-    }
-
-    /// Waits for the program to exit, at most `LIMIT`; kills it and fails the test after that.
-    fn finish(mut self) -> Output {
-        let mut child = self.0.take().expect("not finished yet");
-        let deadline = Instant::now() + LIMIT;
-        loop {
-            match child.try_wait().expect("try_wait") {
-                Some(_) => return child.wait_with_output().expect("collect output"),
-                None if Instant::now() >= deadline => {
-                    let _ = child.kill();
-                    let out = child.wait_with_output().expect("collect output");
-                    panic!("killed after {LIMIT:?}: {}", describe(&out));
-                }
-                None => thread::sleep(Duration::from_millis(10)),
-            }
-        }
-    }
-}
-
-impl Running {
-    /// The program's stdout, line by line, read on a thread of its own while it runs.
-    fn stdout_lines(&mut self) -> Receiver<String> {
-        let child = self.0.as_mut().expect("still running");
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { return };
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        rx
-    }
-
-    /// Panics if the program has exited.
-    fn assert_running(&mut self) {
-        let child = self.0.as_mut().expect("still running");
-        let status = child.try_wait().expect("try_wait");
-        assert!(status.is_none(), "the program exited: {status:?}");
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn run(name: &str, args: &[&str]) -> Output {
-    Running::start(name, args).finish()
-}
+mod programs;
+use programs::{connect_when_listening, describe, free_port, run, Program, LIMIT};
 
 fn lines(bytes: &[u8]) -> Vec<String> {
     String::from_utf8_lossy(bytes)
         .lines()
         .map(str::to_owned)
         .collect()
-}
-
-fn describe(out: &Output) -> String {
-    format!(
-        "{}, stdout {:?}, stderr {:?}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// A TCP port that was free a moment ago.
-fn free_port() -> u16 {
-    let probe = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    probe.local_addr().expect("local address").port()
 }
 
 #[test]
@@ -143,7 +39,7 @@ fn cmpl_routines_recv_prints_the_message_from_its_routine() {
 /// receiver must print the message, then `after`, with only `Background data receive` before.
 fn send_to_receiver(receiver_name: &str, after: &[&str]) {
     let port = free_port().to_string();
-    let receiver = Running::start(receiver_name, &[&port]);
+    let receiver = Program::start(receiver_name, &[&port]);
 
     // The receiver needs a moment to listen; until it does, the sender's connect is refused and
     // it exits with that error. Try again until it connects.
@@ -239,24 +135,6 @@ fn a_refused_connection_is_an_error() {
     assert!(out.stdout.is_empty());
 }
 
-/// Connects to `port` on loopback, retrying while the server is not listening yet.
-fn connect_when_listening(port: u16) -> TcpStream {
-    let deadline = Instant::now() + LIMIT;
-    loop {
-        match TcpStream::connect(("127.0.0.1", port)) {
-            Ok(s) => {
-                s.set_read_timeout(Some(LIMIT)).expect("read timeout");
-                s.set_write_timeout(Some(LIMIT)).expect("write timeout");
-                return s;
-            }
-            Err(e) => {
-                assert!(Instant::now() < deadline, "the server never listened: {e}");
-                thread::sleep(Duration::from_millis(20));
-            }
-        }
-    }
-}
-
 /// Waits for `count` more lines equal to `line`, failing after `LIMIT`; other lines are
 /// unexpected.
 fn expect_lines(lines: &Receiver<String>, line: &str, count: usize) {
@@ -272,8 +150,8 @@ fn expect_lines(lines: &Receiver<String>, line: &str, count: usize) {
 fn cmpl_rou_echo_serv_echoes_several_connections() {
     const CLIENTS: usize = 5;
     let port = free_port();
-    let mut server = Running::start("cmpl_rou_echo_serv", &[&port.to_string()]);
-    let lines = server.stdout_lines();
+    let mut server = Program::start("cmpl_rou_echo_serv", &[&port.to_string()]);
+    let lines = server.lines(false);
 
     let mut clients: Vec<TcpStream> = (0..CLIENTS).map(|_| connect_when_listening(port)).collect();
     expect_lines(&lines, "Client connected.....", CLIENTS);
