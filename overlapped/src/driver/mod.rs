@@ -118,6 +118,11 @@ pub(crate) trait Ring: Send + Sync {
     /// Hands the kernel the requests queued by threads that deferred their submissions.
     fn flush(&self) -> Result<()>;
 
+    /// Whether submissions can wait for the next entry into the kernel and go in together
+    /// (io_uring). Where they cannot (epoll registers each at once), deferring would only skip
+    /// the first attempt that completes most operations without the ring.
+    fn batches_submissions(&self) -> bool;
+
     /// Makes `reap` gather completions for up to `window` once the first has arrived, so that
     /// one wake-up serves many (zero: return with the first). Returns whether the backend can;
     /// io_uring can from Linux 6.12 (`IORING_FEAT_MIN_TIMEOUT`), epoll cannot.
@@ -133,6 +138,7 @@ thread_local! {
 /// Makes the calling thread leave its submissions to `ring` queued until it next reaps or
 /// flushes that ring; `None` ends that, handing over what was left queued.
 pub(crate) fn defer_submissions(ring: Option<&Arc<dyn Ring>>) {
+    let ring = ring.filter(|r| r.batches_submissions());
     // While the thread's locals are being destroyed there is nothing to defer to any more.
     let before = DEFERRING
         .try_with(|d| d.replace(ring.cloned()))

@@ -251,6 +251,10 @@ impl Ring for Uring {
         true
     }
 
+    fn batches_submissions(&self) -> bool {
+        true
+    }
+
     fn flush(&self) -> Result<()> {
         match self.has_queued() {
             true => self.enter(0, None),

@@ -209,6 +209,10 @@ impl Ring for Epoll {
         Ok(())
     }
 
+    fn batches_submissions(&self) -> bool {
+        false
+    }
+
     /// `epoll_wait` has no minimum wait: every reap returns with what is ready.
     fn set_batch_window(&self, _window: Duration) -> bool {
         false
