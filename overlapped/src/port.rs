@@ -95,6 +95,9 @@ struct PortState<B> {
     packets: VecDeque<Packet<B>>,
     /// Threads asleep in `get`, the most recent last.
     sleepers: Vec<Arc<Waiter>>,
+    /// Sleepers woken and not yet back at the queue: the packets they will take need no
+    /// other thread woken for them.
+    waking: usize,
     /// The thread waiting in the ring, if one is.
     leader: Option<ThreadToken>,
     running: usize,
@@ -173,6 +176,7 @@ impl<B: Send + 'static> CompletionPort<B> {
             state: Mutex::new(PortState {
                 packets: VecDeque::new(),
                 sleepers: Vec::new(),
+                waking: 0,
                 leader: None,
                 running: 0,
                 closed: false,
@@ -278,11 +282,17 @@ impl<B> std::fmt::Debug for CompletionPort<B> {
 }
 
 impl<B> PortInner<B> {
+    /// Whether a queued packet has no thread on its way to take it.
+    fn unclaimed(&self, st: &PortState<B>) -> bool {
+        st.packets.len() > st.waking && st.running < self.concurrency
+    }
+
     /// Wakes one thread for a packet: the most recent sleeper (S39), else the leader asleep in
     /// the ring — unless that is the calling thread, which takes the packet when its reap ends.
     /// A failed wake of the ring leaves the packet for the next thread that asks.
     fn wake_one(&self, st: &mut PortState<B>) {
         if let Some(sleeper) = st.sleepers.pop() {
+            st.waking += 1;
             sleeper.wake();
         } else if st.leader.is_some_and(|l| l != ThreadToken::current()) {
             let _ = self.ring.wake();
@@ -310,7 +320,7 @@ impl<B: Send + 'static> PortInner<B> {
             return false;
         }
         st.packets.push_back(packet);
-        if st.running < self.concurrency {
+        if self.unclaimed(&st) {
             self.wake_one(&mut st);
         }
         true
@@ -322,25 +332,48 @@ impl<B: Send + 'static> PortInner<B> {
         timeout: Option<Duration>,
         alertable: bool,
     ) -> Result<PortWait<B>> {
+        let got = self.wait_for_packets(max, timeout, alertable);
+        if !matches!(got, Ok(PortWait::Packets(_))) {
+            // No turn on the port: nothing this thread starts now may wait for a next get.
+            driver::defer_submissions(None);
+        }
+        got
+    }
+
+    fn wait_for_packets(
+        self: &Arc<Self>,
+        max: usize,
+        timeout: Option<Duration>,
+        alertable: bool,
+    ) -> Result<PortWait<B>> {
         self.end_turn_of_current_thread();
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut waiter: Option<Arc<Waiter>> = None;
+        // Woken by a wake that counted on this thread to take a packet (see `waking`).
+        let mut sent_for = false;
         loop {
             let mut st = lock(&self.state);
+            if sent_for {
+                st.waking = st.waking.saturating_sub(1);
+            }
             if st.closed {
                 return Err(Error::new(codes::ERROR_ABANDONED_WAIT_0));
             }
-            if !st.packets.is_empty() && st.running < self.concurrency {
-                let n = max.min(st.packets.len());
+            // Packets that woken sleepers are on their way to take are theirs (S39: the most
+            // recent waiter gets the packet, not a thread that happens to look first).
+            let mine = if sent_for {
+                st.packets.len()
+            } else {
+                st.packets.len().saturating_sub(st.waking)
+            };
+            sent_for = false;
+            if mine > 0 && st.running < self.concurrency {
+                let n = max.min(mine);
                 let packets: Vec<Packet<B>> = st.packets.drain(..n).collect();
                 st.running += 1;
                 // Someone must take the rest, or wait in the ring now that this thread leaves.
-                if !st.packets.is_empty() && st.running < self.concurrency {
+                if self.unclaimed(&st) || (st.leader.is_none() && st.waking == 0) {
                     self.wake_one(&mut st);
-                } else if st.leader.is_none() {
-                    if let Some(sleeper) = st.sleepers.pop() {
-                        sleeper.wake();
-                    }
                 }
                 drop(st);
                 self.start_turn_of_current_thread();
@@ -396,9 +429,11 @@ impl<B: Send + 'static> PortInner<B> {
             } else {
                 waiter.sleep(deadline);
             }
-            lock(&self.state)
-                .sleepers
-                .retain(|w| !Arc::ptr_eq(w, &waiter));
+            let mut st = lock(&self.state);
+            match st.sleepers.iter().position(|w| Arc::ptr_eq(w, &waiter)) {
+                Some(i) => drop(st.sleepers.remove(i)), // timed out, or woken by a close
+                None => sent_for = true,                // popped by a wake, counted in `waking`
+            }
         }
     }
 
@@ -429,7 +464,7 @@ impl<B: Send + 'static> RunningCount for PortInner<B> {
         }
         let mut st = lock(&self.state);
         st.running = st.running.saturating_sub(1);
-        if !st.packets.is_empty() && st.running < self.concurrency {
+        if self.unclaimed(&st) {
             self.wake_one(&mut st);
         }
     }
