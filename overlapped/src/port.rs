@@ -7,8 +7,10 @@
 //! kernel completed into packets, then takes the first one itself — the completion reaches a
 //! worker with no other thread in between. The others sleep; a packet the leader cannot take, or
 //! one posted by another thread, wakes the most recent sleeper first (LIFO, S39), and only while
-//! fewer than `concurrency` threads are running. A thread counts as running from the moment it
-//! takes a packet until it asks the port for the next one (or exits).
+//! fewer than `concurrency` threads are running. A packet that a sleeper was woken for is kept for
+//! it: no second thread is woken for it, and a thread that looks first does not take it. A
+//! thread counts as running from the moment it takes a packet until it asks the port for the next
+//! one (or exits).
 //!
 //! Packets come out in the order they were queued (S39, S40). Closing the port wakes every
 //! waiter with `ERROR_ABANDONED_WAIT_0` (S41).
