@@ -40,6 +40,23 @@ const WAITING: u8 = 0;
 const RECEIVING: u8 = 1;
 /// A connection's pending operation: the echo of what was received.
 const SENDING: u8 = 2;
+/// A connection that yielded its worker: a packet posted to itself resumes it.
+const YIELDED: u8 = 3;
+/// Steps a connection may take in a row before it lets the worker serve the packets behind it.
+const STEPS_PER_TURN: usize = 16;
+
+/// What a connection does next.
+#[derive(Clone, Copy)]
+enum Step {
+    /// Wait for data with a zero-byte receive.
+    WaitForData,
+    /// Receive into a buffer from the pool.
+    Receive,
+    /// A receive brought this many bytes: echo them.
+    Received(usize),
+    /// The echo is sent.
+    Echoed,
+}
 /// Free receive buffers kept for reuse at most.
 const POOL_MAX: usize = 1024;
 
@@ -205,14 +222,12 @@ impl Server {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(key, conn.clone());
-        match self.pinned {
-            true => self.receive(key, &conn, self.buffer()),
-            false => self.wait_for_data(key, &conn),
-        }
+        self.drive(key, &conn, self.next_receive());
         Ok(())
     }
 
-    /// A receive or an echo of connection `packet.key` finished.
+    /// A receive or an echo of connection `packet.key` finished, or the connection's turn came
+    /// back after it yielded.
     fn transferred(&self, packet: Packet) {
         let conn = self
             .conns
@@ -226,21 +241,92 @@ impl Server {
         if let Some(e) = packet.error {
             return self.close(packet.key, Some(e));
         }
-        match conn.phase.load(Ordering::Relaxed) {
-            WAITING => self.receive(packet.key, &conn, self.buffer()),
-            RECEIVING => self.received(packet.key, &conn, packet.bytes),
-            _ => self.echoed(packet.key, &conn),
+        let next = match conn.phase.load(Ordering::Relaxed) {
+            WAITING => Step::Receive,
+            RECEIVING => Step::Received(packet.bytes),
+            SENDING => Step::Echoed,
+            _ => self.next_receive(), // YIELDED: a packet posted to come back here
+        };
+        self.drive(packet.key, &conn, next);
+    }
+
+    /// How the connection waits for its next message.
+    fn next_receive(&self) -> Step {
+        match self.pinned {
+            true => Step::Receive,
+            false => Step::WaitForData,
         }
     }
 
-    /// Posts a zero-byte receive: the connection waits for data without a buffer (S9), so an idle
-    /// connection pins none.
-    fn wait_for_data(&self, key: usize, conn: &Conn) {
-        conn.phase.store(WAITING, Ordering::Relaxed);
-        match conn.sock.recv(&conn.ov, vec![Vec::new()], 0) {
-            Ok(Started::Pending) => {}
-            Ok(Started::Done(_)) => self.receive(key, conn, self.buffer()),
-            Err(e) => self.close(key, Some(e)),
+    /// Runs the connection's steps until one is pending. Operations that complete at once (the
+    /// epoll backend tries each at once; data may keep coming) would otherwise chain without end,
+    /// so after [`STEPS_PER_TURN`] steps the connection yields: it posts itself a packet and the
+    /// worker goes on to the packets queued before it.
+    fn drive(&self, key: usize, conn: &Conn, mut next: Step) {
+        let mut taken = 0;
+        // Yield only between messages (no data in hand), so resuming means receiving again.
+        while taken < STEPS_PER_TURN || !matches!(next, Step::WaitForData | Step::Receive) {
+            next = match self.step(key, conn, next) {
+                Some(next) => next,
+                None => return, // pending, or the connection ended
+            };
+            taken += 1;
+        }
+        conn.phase.store(YIELDED, Ordering::Relaxed);
+        if let Err(e) = self.port.post(0, key, None) {
+            self.close(key, Some(e));
+        }
+    }
+
+    /// One step; the next one if this one completed at once.
+    fn step(&self, key: usize, conn: &Conn, step: Step) -> Option<Step> {
+        let started = match step {
+            // A zero-byte receive: the connection waits for data without a buffer (S9), so an
+            // idle connection pins none.
+            Step::WaitForData => {
+                conn.phase.store(WAITING, Ordering::Relaxed);
+                conn.sock.recv(&conn.ov, vec![Vec::new()], 0)
+            }
+            Step::Receive => {
+                conn.phase.store(RECEIVING, Ordering::Relaxed);
+                conn.sock.recv(&conn.ov, vec![self.buffer()], 0)
+            }
+            Step::Received(0) => {
+                self.close(key, None); // S10: the peer closed gracefully.
+                return None;
+            }
+            Step::Received(bytes) => {
+                let buf = match conn.ov.take_buffers() {
+                    Ok(mut bufs) => bufs.pop().unwrap_or_default(),
+                    Err(e) => {
+                        self.close(key, Some(e));
+                        return None;
+                    }
+                };
+                // The echo gets a copy of just the bytes; the receive buffer goes back whole.
+                let echo = buf[..bytes.min(buf.len())].to_vec();
+                self.recycle(buf);
+                conn.phase.store(SENDING, Ordering::Relaxed);
+                conn.sock.send(&conn.ov, vec![echo], 0)
+            }
+            // The echo is sent (S8: whole): the connection waits for its next message.
+            Step::Echoed => {
+                if let Err(e) = conn.ov.take_buffers() {
+                    self.close(key, Some(e));
+                    return None;
+                }
+                return Some(self.next_receive());
+            }
+        };
+        match (step, started) {
+            (_, Ok(Started::Pending)) => None, // its packet comes when it completes
+            (Step::WaitForData, Ok(Started::Done(_))) => Some(Step::Receive),
+            (Step::Receive, Ok(Started::Done(n))) => Some(Step::Received(n)),
+            (_, Ok(Started::Done(_))) => Some(Step::Echoed),
+            (_, Err(e)) => {
+                self.close(key, Some(e));
+                None
+            }
         }
     }
 
@@ -248,47 +334,6 @@ impl Server {
     fn buffer(&self) -> Vec<u8> {
         let pooled = self.pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
         pooled.unwrap_or_else(|| vec![0; BUF_SIZE])
-    }
-
-    /// Posts a receive; one that completes at once is echoed at once.
-    fn receive(&self, key: usize, conn: &Conn, buf: Vec<u8>) {
-        conn.phase.store(RECEIVING, Ordering::Relaxed);
-        match conn.sock.recv(&conn.ov, vec![buf], 0) {
-            Ok(Started::Pending) => {}
-            Ok(Started::Done(n)) => self.received(key, conn, n),
-            Err(e) => self.close(key, Some(e)),
-        }
-    }
-
-    /// Echoes what a receive brought; the peer closing ends the connection (S10).
-    fn received(&self, key: usize, conn: &Conn, bytes: usize) {
-        if bytes == 0 {
-            return self.close(key, None);
-        }
-        let buf = match conn.ov.take_buffers() {
-            Ok(mut bufs) => bufs.pop().unwrap_or_default(),
-            Err(e) => return self.close(key, Some(e)),
-        };
-        // The echo gets a copy of just the bytes, and the receive buffer goes back whole.
-        let echo = buf[..bytes.min(buf.len())].to_vec();
-        self.recycle(buf);
-        conn.phase.store(SENDING, Ordering::Relaxed);
-        match conn.sock.send(&conn.ov, vec![echo], 0) {
-            Ok(Started::Pending) => {} // its packet comes when the kernel has taken it all
-            Ok(Started::Done(_)) => self.echoed(key, conn),
-            Err(e) => self.close(key, Some(e)),
-        }
-    }
-
-    /// The echo is sent (S8: whole): the connection waits for its next message.
-    fn echoed(&self, key: usize, conn: &Conn) {
-        if let Err(e) = conn.ov.take_buffers() {
-            return self.close(key, Some(e));
-        }
-        match self.pinned {
-            true => self.receive(key, conn, self.buffer()),
-            false => self.wait_for_data(key, conn),
-        }
     }
 
     /// Puts a receive buffer back in the pool.
