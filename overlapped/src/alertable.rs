@@ -125,8 +125,9 @@ impl ThreadContext {
         })
     }
 
-    /// Runs every queued routine, in order, including routines queued by those routines; returns
-    /// how many ran (S28).
+    /// Delivers what the thread's ring has already completed, without waiting, then runs every
+    /// queued routine, in order, including routines queued by those routines; returns how many
+    /// ran (S28).
     ///
     /// What the routines start is handed to the kernel together once they have run; whatever
     /// the kernel completes at once then (a send with room in the socket's buffer, data already
@@ -138,6 +139,7 @@ impl ThreadContext {
         }
         let mut ran = 0;
         loop {
+            self.queue.ring.reap(Some(Duration::ZERO))?;
             driver::defer_submissions(Some(&self.queue.ring));
             let before = ran;
             while let Some((id, completion)) = self.queue.pop() {
@@ -154,7 +156,6 @@ impl ThreadContext {
             if ran == before {
                 return Ok(ran);
             }
-            self.queue.ring.reap(Some(Duration::ZERO))?;
         }
     }
 }
@@ -285,10 +286,7 @@ pub(crate) fn thread_ring() -> Result<Arc<dyn Ring>> {
 /// Delivers what the calling thread's ring has completed and runs the queued routines, without
 /// waiting; returns how many ran.
 pub(crate) fn run_routines_now() -> Result<usize> {
-    with_context(|ctx| {
-        ctx.queue.ring.reap(Some(Duration::ZERO))?;
-        ctx.run_queued()
-    })?
+    with_context(|ctx| ctx.run_queued())?
 }
 
 /// Sleeps in the calling thread's ring until `waiter` (made with [`Waiter::waking_ring`] for
@@ -361,8 +359,6 @@ pub(crate) fn alertable_wait(
                 forget(&waiter);
                 return Ok(found);
             }
-            // Deliver what the kernel has already completed, without waiting.
-            ctx.queue.ring.reap(Some(Duration::ZERO))?;
             if ctx.run_queued()? > 0 {
                 forget(&waiter);
                 return Ok(WaitExResult::IoCompletion);
