@@ -15,7 +15,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use crate::driver::{self, Counters, COUNTERS};
+use crate::driver::{self, Counters, Readiness, Request, COUNTERS};
 use crate::error::{codes, Error, Result};
 use crate::event::lock;
 use crate::op::{Dir, Op, Step};
@@ -84,7 +84,7 @@ pub(crate) fn start(op: Arc<Op>) -> Result<Started> {
     let known_ready = op.dir == Dir::Read && sock.take_readable_hint();
     let first = match deferred && !known_ready {
         true => Step::WouldBlock,
-        false => op.try_now(),
+        false => attempt(&op),
     };
     match first {
         Step::Finished(completion) => {
@@ -120,6 +120,42 @@ pub(crate) fn start(op: Arc<Op>) -> Result<Started> {
             }
         },
     }
+}
+
+/// Tries an operation without blocking — unless its ring knows the socket has nothing for it
+/// (an epoll ring that found the side drained and has had no event since) — and tells the ring
+/// when the attempt found the side drained.
+fn attempt(op: &Op) -> Step {
+    if !op.ring.tracks_readiness() {
+        return op.try_now();
+    }
+    let request = op.request();
+    // A connect or a shutdown is a call of its own before any wait: always made.
+    if matches!(request, Request::PollOut { .. }) {
+        return op.try_now();
+    }
+    let (fd, side) = (request.fd(), request.side());
+    let epoch = match op.ring.readiness(fd, side) {
+        Readiness::NotReady => return Step::WouldBlock,
+        Readiness::Unknown => return op.try_now(),
+        Readiness::Ready(epoch) => epoch,
+    };
+    let step = op.try_now();
+    let drained = match &step {
+        // The same request is left waiting (not the next stage's, on another descriptor).
+        Step::WouldBlock => {
+            let next = op.request();
+            (next.fd() == fd && next.side() == side).then_some(true)
+        }
+        Step::Finished(done) => {
+            (done.error.is_none() && request.drained_by(done.bytes)).then_some(false)
+        }
+        Step::More => None,
+    };
+    if let Some(proven) = drained {
+        op.ring.drained(fd, side, epoch, proven);
+    }
+    step
 }
 
 /// Hands the operation to its ring, giving the kernel one strong reference as `user_data`.
@@ -196,7 +232,7 @@ fn start_waiting(
             ));
             continue;
         }
-        match next.try_now() {
+        match attempt(&next) {
             Step::Finished(completion) => finished.push((next, completion)),
             Step::More | Step::WouldBlock => match submit(&next) {
                 Ok(()) => {

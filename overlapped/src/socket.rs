@@ -59,7 +59,7 @@ pub struct Socket {
 /// The part of a socket that its pending operations share; the descriptor closes when the last
 /// of them lets go.
 pub(crate) struct SockInner {
-    sock: socket2::Socket,
+    sock: Descriptor,
     stream: bool,
     pub(crate) queues: Mutex<Queues>,
     /// The peer reset the connection: later operations fail at once (S11).
@@ -71,6 +71,37 @@ pub(crate) struct SockInner {
     skip_port_on_success: AtomicBool,
     /// A zero-byte receive just found data waiting: the next receive is worth trying at once.
     readable_hint: AtomicBool,
+}
+
+/// A socket's descriptor. Before it closes or leaves the library, it makes the rings forget it,
+/// so that they do not take a later socket with the same number for this one.
+struct Descriptor(Option<socket2::Socket>);
+
+impl std::ops::Deref for Descriptor {
+    type Target = socket2::Socket;
+
+    fn deref(&self) -> &socket2::Socket {
+        self.0
+            .as_ref()
+            .expect("only `into_owned` takes the socket, consuming the descriptor")
+    }
+}
+
+impl Descriptor {
+    /// The socket, for a caller outside the library.
+    fn into_owned(mut self) -> socket2::Socket {
+        let sock = self.0.take().expect("present until taken here");
+        crate::driver::forget_descriptor(sock.as_raw_fd());
+        sock
+    }
+}
+
+impl Drop for Descriptor {
+    fn drop(&mut self) {
+        if let Some(sock) = &self.0 {
+            crate::driver::forget_descriptor(sock.as_raw_fd());
+        }
+    }
 }
 
 impl SockInner {
@@ -169,7 +200,7 @@ impl Socket {
         let _ = sock.set_nonblocking(true);
         Socket {
             inner: Arc::new(SockInner {
-                sock,
+                sock: Descriptor(Some(sock)),
                 stream: kind == Kind::Stream,
                 queues: Mutex::new(Queues::default()),
                 reset: AtomicBool::new(false),
@@ -351,8 +382,9 @@ impl Socket {
             Ok(inner) => {
                 // Give it back in the blocking mode std's types expect; a descriptor that cannot
                 // take the flag back is still the caller's.
-                let _ = inner.sock.set_nonblocking(false);
-                Ok(OwnedFd::from(inner.sock))
+                let sock = inner.sock.into_owned();
+                let _ = sock.set_nonblocking(false);
+                Ok(OwnedFd::from(sock))
             }
             Err(inner) => Err((Error::new(codes::WSAEINPROGRESS), Socket { inner })),
         }

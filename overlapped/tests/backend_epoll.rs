@@ -5,6 +5,7 @@
 //! binary: the parent re-runs the `child` test with `ROLE_VAR` naming the case, and checks that
 //! the child played it to the end.
 
+use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::time::Duration;
 
@@ -55,6 +56,21 @@ fn seccomp_refusing_io_uring_falls_back_to_epoll() {
 #[test]
 fn cancel_racing_with_data_loses_nothing_on_epoll() {
     run_role("cancel-race", &[(BACKEND_VAR, "epoll")], &[]);
+}
+
+/// A receive on a socket that the ring found drained, with nothing arrived since, waits without
+/// a single system call: no attempt bound to fail, no registration (the socket keeps the one it
+/// has). It completes when data comes.
+#[test]
+fn a_receive_on_a_drained_socket_waits_without_a_system_call() {
+    run_role("drained", &[(BACKEND_VAR, "epoll")], &[]);
+}
+
+/// A socket closed while the ring watched it, and a new one given the same descriptor number:
+/// the new socket is watched anew, and its receive completes.
+#[test]
+fn a_reused_descriptor_number_is_watched_anew() {
+    run_role("reused-number", &[(BACKEND_VAR, "epoll")], &[]);
 }
 
 #[test]
@@ -108,6 +124,14 @@ fn child() {
         "unknown" => {
             let error = backend_info().expect_err("an unknown backend name");
             assert_eq!(error.code(), codes::WSAEINVAL, "{error}");
+        }
+        "drained" => {
+            assert_eq!(backend_info().unwrap().kind, BackendKind::Epoll);
+            receive_on_drained_socket();
+        }
+        "reused-number" => {
+            assert_eq!(backend_info().unwrap().kind, BackendKind::Epoll);
+            reused_descriptor_number();
         }
         "cancel-race" => {
             assert_eq!(backend_info().unwrap().kind, BackendKind::Epoll);
@@ -238,6 +262,53 @@ fn echo_round_trip() {
         after.submissions > before.submissions && after.completions > before.completions,
         "the pending receive went through the ring: {before:?} -> {after:?}"
     );
+}
+
+/// Posts a receive before data is there, has the peer send `data`, and returns what arrived.
+fn receive_posted_before_data(sock: &Socket, peer: &Socket, data: &[u8]) -> Vec<u8> {
+    let ov = Overlapped::with_event(Event::new());
+    let started = sock.recv(&ov, vec![vec![0u8; 64]], 0).unwrap();
+    assert_eq!(started, Started::Pending, "nothing was sent yet");
+    let peer_ov = Overlapped::with_event(Event::new());
+    let sent = peer.send(&peer_ov, vec![data.to_vec()], 0).unwrap();
+    assert_eq!(finished(&peer_ov, sent), data.len());
+    let n = finished(&ov, Started::Pending);
+    let mut got = ov.take_buffers().unwrap().remove(0);
+    got.truncate(n);
+    got
+}
+
+fn receive_on_drained_socket() {
+    let (sock, peer) = tcp_pair();
+    // Read short by the ring: the socket is known to be drained.
+    assert_eq!(receive_posted_before_data(&sock, &peer, b"first"), b"first");
+    let before = stats();
+    let ov = Overlapped::with_event(Event::new());
+    let started = sock.recv(&ov, vec![vec![0u8; 64]], 0).unwrap();
+    let after = stats();
+    assert_eq!(started, Started::Pending);
+    assert_eq!(
+        after.kernel_entries, before.kernel_entries,
+        "no system call to start a receive on a drained socket"
+    );
+    let peer_ov = Overlapped::with_event(Event::new());
+    let sent = peer.send(&peer_ov, vec![b"second".to_vec()], 0).unwrap();
+    assert_eq!(finished(&peer_ov, sent), 6);
+    let n = finished(&ov, Started::Pending);
+    assert_eq!(&ov.take_buffers().unwrap()[0][..n], b"second");
+}
+
+fn reused_descriptor_number() {
+    let (old, old_peer) = tcp_pair();
+    assert_eq!(receive_posted_before_data(&old, &old_peer, b"old"), b"old");
+    let number = old.as_raw_fd();
+    let listener = Socket::listen_tcp("127.0.0.1:0".parse().unwrap(), 4).unwrap();
+    drop(old);
+    // The lowest free number goes to the next descriptor this process opens.
+    let sock = Socket::connect_tcp(listener.local_addr().unwrap()).unwrap();
+    assert_eq!(sock.as_raw_fd(), number, "the number is reused");
+    let (peer, _) = listener.accept().unwrap();
+    assert_eq!(receive_posted_before_data(&sock, &peer, b"new"), b"new");
 }
 
 fn cancel_race() {

@@ -94,6 +94,51 @@ impl Request {
     }
 }
 
+impl Request {
+    /// Which readiness the request waits for.
+    pub(crate) fn side(&self) -> Side {
+        match self {
+            Request::RecvMsg { .. }
+            | Request::Recv { .. }
+            | Request::PollIn { .. }
+            | Request::Accept { .. } => Side::Read,
+            Request::SendMsg { .. } | Request::Send { .. } | Request::PollOut { .. } => Side::Write,
+        }
+    }
+
+    /// Whether a successful result of `result` bytes shows that the request left nothing behind
+    /// to read: a stream receive that did not fill its buffer (not a peek, whose data stays).
+    /// An end of stream (0) is no such proof: it stays readable, and no new event will say so.
+    pub(crate) fn drained_by(&self, result: usize) -> bool {
+        match *self {
+            Request::Recv { len, flags, .. } => {
+                let keeps = (libc::MSG_PEEK | libc::MSG_OOB) as u32;
+                flags & keeps == 0 && result > 0 && result < len
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The two directions of a descriptor's readiness.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Side {
+    Read = 0,
+    Write = 1,
+}
+
+/// What a ring knows of whether a side of a descriptor is worth a system call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Readiness {
+    /// The ring does not watch the descriptor: try.
+    Unknown,
+    /// Something arrived that nobody has found drained since; the number is the ring's epoch
+    /// for this side, which [`Ring::drained`] gives back.
+    Ready(u64),
+    /// Found drained, and nothing arrived since: an attempt would fail with `EAGAIN`.
+    NotReady,
+}
+
 /// A queue of kernel requests and their completions; see the module docs for the contract.
 pub(crate) trait Ring: Send + Sync {
     /// Starts `request`; its result goes to [`crate::engine::complete`] with `user_data`.
@@ -127,6 +172,28 @@ pub(crate) trait Ring: Send + Sync {
     /// one wake-up serves many (zero: return with the first). Returns whether the backend can;
     /// io_uring can from Linux 6.12 (`IORING_FEAT_MIN_TIMEOUT`), epoll cannot.
     fn set_batch_window(&self, window: Duration) -> bool;
+
+    /// Whether the ring knows the readiness of the descriptors it watches (epoll), so that the
+    /// engine can skip a first attempt that would find nothing.
+    fn tracks_readiness(&self) -> bool {
+        false
+    }
+
+    /// What the ring knows of `fd`'s readiness on `side`.
+    fn readiness(&self, _fd: RawFd, _side: Side) -> Readiness {
+        Readiness::Unknown
+    }
+
+    /// Tells the ring that an attempt begun when [`Ring::readiness`] said `Ready(epoch)` found
+    /// `side` of `fd` drained: `proven` by `EAGAIN`, or inferred from a stream receive that did
+    /// not fill its buffer (which an end of stream behind the data makes wrong).
+    fn drained(&self, _fd: RawFd, _side: Side, _epoch: u64, _proven: bool) {}
+}
+
+/// Makes every ring forget what it knows of `fd`, which is about to be closed or replaced: a
+/// later descriptor with the same number is another socket.
+pub(crate) fn forget_descriptor(fd: RawFd) {
+    epoll::forget(fd);
 }
 
 thread_local! {

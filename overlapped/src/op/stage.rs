@@ -218,6 +218,8 @@ impl OpIo {
             }
             Stage::Accept { ref into } => {
                 let into = into.clone();
+                // Another open file takes the number: what rings knew of the old one is void.
+                crate::driver::forget_descriptor(into.fd());
                 // SAFETY: `res` is the descriptor the accept just created, owned by nobody else;
                 // `into`'s descriptor stays open while the operation holds it.
                 let moved = unsafe { libc::dup3(res, into.fd(), libc::O_CLOEXEC) };

@@ -1,31 +1,37 @@
 //! The epoll backend: completion emulated on readiness, for kernels without io_uring and for
 //! sandboxes that forbid it (Docker's default seccomp profile refuses `io_uring_setup`).
 //!
-//! The engine has already tried each operation without blocking before it submits it, so a
-//! request handed to this ring is one the socket was not ready for. The ring records it and arms
-//! a one-shot, level-triggered epoll registration of its descriptor for the readiness it needs
-//! (input for receives and zero-byte receives, output for sends). When the registration fires,
-//! the reaping thread performs the request without blocking — `recvmsg`/`sendmsg` with
-//! `MSG_DONTWAIT`, or `poll` with no wait for a zero-byte receive — and delivers what the system
-//! call returned, which is what io_uring would have delivered: a byte count or event mask, or
-//! `-errno`. A socket that was not ready after all (`EAGAIN`) only re-arms the registration.
+//! A ring registers each descriptor it is given a request for once, edge-triggered, for both
+//! directions, and keeps the registration until the descriptor closes. Each event counts as
+//! readiness of its side; the reaping thread then performs the oldest request of that side
+//! without blocking — `recv`/`recvmsg`/`send`/`sendmsg` with `MSG_DONTWAIT`, `accept4` — and
+//! delivers what the system call returned, which is what io_uring would have delivered: a byte
+//! count or descriptor, or `-errno`. A readiness request (a zero-byte receive, a connect in
+//! progress) is answered by the event itself. An attempt that finds the socket not ready after
+//! all (`EAGAIN`) leaves the request waiting for the next event.
 //!
 //! Why this shape:
-//! - One-shot registrations make one readiness go to one thread, however many threads reap the
-//!   ring at once (the workers of a completion port do). Level triggering makes arming after a
-//!   failed attempt safe: data that arrived meanwhile fires at once instead of being missed.
-//! - The system calls that perform requests run outside the ring's lock, so that several reapers
-//!   work in parallel; a request being performed is marked busy, and a cancel that meets it
-//!   waits for the attempt's outcome. This is how a cancel completes exactly once (S33): a waiting
-//!   request ends with `-ECANCELED` at once; a busy one ends with its real result if the attempt
-//!   moved data, or with `-ECANCELED` if it found the socket not ready.
+//! - The cost per message is that of a hand-written epoll server: one `epoll_wait` for many
+//!   sockets, and the call that moves the data. No `epoll_ctl` per request: the registration
+//!   stays. No failed first attempt: the ring tells the engine which sides it has found drained
+//!   since their last event ([`Ring::readiness`]), and the engine skips those attempts.
+//! - Edge triggering is what makes the knowledge safe: the kernel reports an edge for every
+//!   arrival, so a side found drained is reported again as soon as anything arrives. A side is
+//!   only marked drained by an attempt that began in the epoch of its last event (see `table`).
+//! - Several threads may reap one ring (the workers of a completion port). A request being
+//!   performed is marked busy, so one request is performed by one thread at a time; an event
+//!   that arrives meanwhile makes the request (or the next one) runnable again.
+//! - The system calls that perform requests run outside the ring's lock, and a cancel that meets
+//!   a busy request waits for the attempt's outcome. This is how a cancel completes exactly once
+//!   (S33): a waiting request ends with `-ECANCELED` at once; a busy one ends with its real result
+//!   if the attempt moved data, or with `-ECANCELED` if it found the socket not ready.
 //! - Results are never delivered under the lock, nor from `submit` or `cancel`: the engine calls
-//!   those holding a socket's lock, and delivering may submit again. A cancelled request's result
-//!   is queued, and an eventfd wakes a reaper to deliver it.
-//! - A descriptor's registration is removed as soon as no request is left on it, while the
-//!   descriptor is still open (the engine keeps it open until delivery), so a closed and reused
-//!   descriptor number never inherits a stale registration. Registrations carry a generation
-//!   in their token, and events of an earlier registration of the same number are ignored.
+//!   those holding a socket's lock, and delivering may submit again. A cancelled request's result,
+//!   or a request submitted on a side that is ready, waits for a reaper, which an eventfd wakes.
+//! - The kernel drops a registration when its descriptor closes. The socket tells every ring
+//!   before it closes its descriptor ([`forget`]), so a later descriptor with the same number is
+//!   registered anew; registrations carry a generation in their token, and events of an earlier
+//!   registration of the same number are ignored.
 //!
 //! Counters: `submissions` counts requests accepted, `completions` results delivered, and
 //! `kernel_entries` every system call the ring makes — `epoll_wait`, `epoll_ctl`, the eventfd's
@@ -35,30 +41,60 @@ mod table;
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
-use super::{nonblocking, Counters, Request, Ring, COUNTERS};
+use super::{nonblocking, Counters, Readiness, Request, Ring, Side, COUNTERS};
 use crate::error::Result;
 use crate::event::lock;
-use table::{Attempt, Change, Table};
+use table::{Attempt, Table};
 
 /// The token of the wake eventfd; no descriptor token has all low 32 bits set.
 const WAKE_TOKEN: u64 = u64::MAX;
 /// Events taken from the kernel per `epoll_wait`.
 const MAX_EVENTS: usize = 64;
+/// What every descriptor is registered for: both sides, edge-triggered.
+const SOCKET_EVENTS: u32 =
+    (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLPRI | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
+/// The wake eventfd is level-triggered and one-shot: one wake, one reaper.
+const WAKE_EVENTS: u32 = (libc::EPOLLIN | libc::EPOLLONESHOT) as u32;
+/// Rounds of attempts one `reap` makes after its events, for requests that events arriving
+/// meanwhile made runnable again; what is left waits for the next `reap`.
+const ATTEMPT_ROUNDS: usize = 4;
 
 pub(crate) struct Epoll {
     epoll: OwnedFd,
     /// A semaphore eventfd: each `wake` makes exactly one `reap` return.
     wake_fd: OwnedFd,
-    table: Mutex<Table>,
+    table: Arc<Mutex<Table>>,
     /// Where results go: [`crate::engine::complete`], or a recorder in this module's tests.
     sink: Sink,
 }
 
 /// Takes one result; see [`crate::engine::complete`] for the contract.
 type Sink = unsafe fn(u64, i32);
+
+/// The tables of the rings alive, for [`forget`].
+static TABLES: Mutex<Vec<Weak<Mutex<Table>>>> = Mutex::new(Vec::new());
+/// How many of them there are, so that a process without epoll rings skips the lock.
+static TABLE_COUNT: AtomicUsize = AtomicUsize::new(0);
+
+/// Makes every ring forget `fd`, which is about to be closed or replaced.
+pub(crate) fn forget(fd: RawFd) {
+    if TABLE_COUNT.load(Ordering::Acquire) == 0 {
+        return;
+    }
+    let mut tables = lock(&TABLES);
+    tables.retain(|weak| match weak.upgrade() {
+        Some(table) => {
+            lock(&table).forget(fd);
+            true
+        }
+        None => false,
+    });
+    TABLE_COUNT.store(tables.len(), Ordering::Release);
+}
 
 /// Counts one system call and turns its return value into a result.
 fn syscall(ret: libc::c_int) -> io::Result<libc::c_int> {
@@ -68,10 +104,6 @@ fn syscall(ret: libc::c_int) -> io::Result<libc::c_int> {
     } else {
         Ok(ret)
     }
-}
-
-fn errno_of(e: &io::Error) -> i32 {
-    e.raw_os_error().unwrap_or(libc::EIO)
 }
 
 impl Epoll {
@@ -92,7 +124,7 @@ impl Epoll {
         let ring = Epoll {
             epoll,
             wake_fd,
-            table: Mutex::new(Table::default()),
+            table: Arc::new(Mutex::new(Table::default())),
             sink,
         };
         ring.ctl(
@@ -101,6 +133,9 @@ impl Epoll {
             WAKE_EVENTS,
             WAKE_TOKEN,
         )?;
+        let mut tables = lock(&TABLES);
+        tables.push(Arc::downgrade(&ring.table));
+        TABLE_COUNT.store(tables.len(), Ordering::Release);
         Ok(ring)
     }
 
@@ -110,49 +145,30 @@ impl Epoll {
         syscall(unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), op, fd, &mut event) }).map(drop)
     }
 
-    /// Tells epoll about a change of a descriptor's interest.
-    fn apply(&self, fd: RawFd, change: Change) -> io::Result<()> {
-        let oneshot = libc::EPOLLONESHOT as u32;
-        match change {
-            Change::Keep => Ok(()),
-            Change::Add { events, token } => {
-                match self.ctl(libc::EPOLL_CTL_ADD, fd, events | oneshot, token) {
-                    // Registered already (it cannot be, but MOD says the same thing then).
-                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
-                        self.ctl(libc::EPOLL_CTL_MOD, fd, events | oneshot, token)
-                    }
-                    other => other,
-                }
+    /// Registers a descriptor for good (until it closes).
+    fn register(&self, fd: RawFd, token: u64) -> io::Result<()> {
+        match self.ctl(libc::EPOLL_CTL_ADD, fd, SOCKET_EVENTS, token) {
+            // Still registered under an earlier token: the same open file behind the same number.
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                self.ctl(libc::EPOLL_CTL_MOD, fd, SOCKET_EVENTS, token)
             }
-            Change::Modify { events, token } => {
-                self.ctl(libc::EPOLL_CTL_MOD, fd, events | oneshot, token)
-            }
-            // The descriptor is open (a request on it is not yet delivered); nothing else can fail.
-            Change::Remove => self.ctl(libc::EPOLL_CTL_DEL, fd, 0, 0).or(Ok(())),
+            other => other,
         }
     }
 
-    /// Brings the registration of `fd` in line with its requests. If epoll refuses, the waiting
-    /// requests on `fd` end with that error rather than wait for readiness that cannot come.
-    fn settle(&self, table: &mut Table, fd: RawFd) {
-        let change = table.interest(fd);
-        if let Err(e) = self.apply(fd, change) {
-            table.forget_armed(fd);
-            table.fail_idle(fd, errno_of(&e));
-            let change = table.interest(fd);
-            if self.apply(fd, change).is_err() {
-                table.forget_armed(fd);
-            }
+    /// Performs one request without blocking; returns what io_uring would deliver for it, and
+    /// whether it showed that its side is drained although it succeeded.
+    fn perform(attempt: &Attempt) -> (i32, bool) {
+        if let Some(mask) = attempt.answer {
+            return (mask, false);
         }
-    }
-
-    /// Performs one request without blocking; returns what io_uring would deliver for it.
-    fn perform(attempt: &Attempt) -> i32 {
         Counters::bump(&COUNTERS.kernel_entries);
         // SAFETY: the request's memory stays valid and untouched by the engine until its result
         // is delivered (the `submit` contract), and no other thread performs it meanwhile (it is
         // marked busy).
-        unsafe { nonblocking::perform(&attempt.job) }
+        let result = unsafe { nonblocking::perform(&attempt.job) };
+        let drained = result >= 0 && attempt.job.drained_by(result as usize);
+        (result, drained)
     }
 
     /// Takes one unit of the wake semaphore and re-arms it for the next `wake`.
@@ -176,12 +192,49 @@ impl Epoll {
         )
     }
 
+    /// Waits for events; returns the attempts they call for.
+    fn wait(&self, timeout: Option<Duration>) -> Result<Vec<Attempt>> {
+        // SAFETY: all zeros is a valid epoll_event.
+        let mut events: [libc::epoll_event; MAX_EVENTS] = unsafe { std::mem::zeroed() };
+        // SAFETY: the kernel writes at most MAX_EVENTS entries into `events`.
+        let ret = unsafe {
+            libc::epoll_wait(
+                self.epoll.as_raw_fd(),
+                events.as_mut_ptr(),
+                MAX_EVENTS as libc::c_int,
+                timeout_ms(timeout),
+            )
+        };
+        let n = match syscall(ret) {
+            Ok(n) => n as usize,
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => 0,
+            Err(e) => return Err(e.into()),
+        };
+        let mut woken = false;
+        let attempts = {
+            let mut table = self.table();
+            let mut attempts = Vec::new();
+            for event in &events[..n] {
+                let (token, mask) = (event.u64, event.events);
+                if token == WAKE_TOKEN {
+                    woken = true;
+                } else {
+                    attempts.append(&mut table.ready(token, mask));
+                }
+            }
+            attempts.append(&mut table.take_runnable());
+            attempts
+        };
+        if woken {
+            self.take_wake()?;
+        }
+        Ok(attempts)
+    }
+
     fn table(&self) -> MutexGuard<'_, Table> {
         lock(&self.table)
     }
 }
-
-const WAKE_EVENTS: u32 = (libc::EPOLLIN | libc::EPOLLONESHOT) as u32;
 
 /// Hands results to the engine; called with no lock held.
 fn deliver(sink: Sink, batch: Vec<(u64, i32)>) -> usize {
@@ -204,7 +257,7 @@ fn timeout_ms(timeout: Option<Duration>) -> libc::c_int {
 }
 
 impl Ring for Epoll {
-    /// Requests are registered with epoll as they are submitted: nothing waits to be handed over.
+    /// Requests are recorded as they are submitted: nothing waits to be handed over.
     fn flush(&self) -> Result<()> {
         Ok(())
     }
@@ -218,84 +271,73 @@ impl Ring for Epoll {
         false
     }
 
+    fn tracks_readiness(&self) -> bool {
+        true
+    }
+
+    fn readiness(&self, fd: RawFd, side: Side) -> Readiness {
+        self.table().readiness(fd, side)
+    }
+
+    fn drained(&self, fd: RawFd, side: Side, epoch: u64, proven: bool) {
+        self.table().drained(fd, side, epoch, proven);
+    }
+
     unsafe fn submit(&self, user_data: u64, request: Request) -> Result<()> {
-        let (fd, job) = (request.fd(), request);
+        let fd = request.fd();
         let mut table = self.table();
-        table.insert(user_data, fd, job);
-        let change = table.interest(fd);
-        if let Err(e) = self.apply(fd, change) {
-            table.withdraw(user_data);
-            table.forget_armed(fd);
-            self.settle(&mut table, fd);
-            drop(table);
-            self.wake()?; // requests `settle` may have failed need a reaper.
-            return Err(e.into());
+        let inserted = table.insert(user_data, fd, request);
+        if let Some(token) = inserted.register {
+            if let Err(e) = self.register(fd, token) {
+                table.withdraw(user_data);
+                return Err(e.into());
+            }
         }
         Counters::bump(&COUNTERS.submissions);
+        drop(table);
+        if inserted.runnable {
+            self.wake()?; // the side is ready already: no event will come for it.
+        }
         Ok(())
     }
 
     fn cancel(&self, user_data: u64) -> Result<()> {
         let mut table = self.table();
-        let Some(fd) = table.cancel(user_data) else {
-            return Ok(()); // being performed (it ends when the attempt does), or already over.
-        };
-        self.settle(&mut table, fd);
+        table.cancel(user_data);
+        let work = table.has_work();
         drop(table);
-        self.wake()
+        match work {
+            true => self.wake(),
+            false => Ok(()), // being performed (it ends when the attempt does), or already over.
+        }
     }
 
     fn reap(&self, timeout: Option<Duration>) -> Result<usize> {
-        let early = self.table().take_finished();
-        if !early.is_empty() {
-            return Ok(deliver(self.sink, early));
-        }
-        // SAFETY: all zeros is a valid epoll_event.
-        let mut events: [libc::epoll_event; MAX_EVENTS] = unsafe { std::mem::zeroed() };
-        // SAFETY: the kernel writes at most MAX_EVENTS entries into `events`.
-        let ret = unsafe {
-            libc::epoll_wait(
-                self.epoll.as_raw_fd(),
-                events.as_mut_ptr(),
-                MAX_EVENTS as libc::c_int,
-                timeout_ms(timeout),
-            )
-        };
-        let n = match syscall(ret) {
-            Ok(n) => n as usize,
-            Err(e) if e.raw_os_error() == Some(libc::EINTR) => 0,
-            Err(e) => return Err(e.into()),
-        };
-        let mut attempts = Vec::new();
-        let mut woken = false;
-        {
+        let (mut attempts, mut batch) = {
             let mut table = self.table();
-            for event in &events[..n] {
-                let (token, mask) = (event.u64, event.events);
-                if token == WAKE_TOKEN {
-                    woken = true;
-                } else if let Some((fd, mut ready)) = table.ready(token, mask) {
-                    attempts.append(&mut ready);
-                    // Re-arm for the sides not being performed now.
-                    self.settle(&mut table, fd);
-                }
-            }
-        }
-        if woken {
-            self.take_wake()?;
-        }
-        let results: Vec<(Attempt, i32)> = attempts
-            .into_iter()
-            .map(|a| (a, Epoll::perform(&a)))
-            .collect();
-        let batch = {
-            let mut table = self.table();
-            for (attempt, result) in &results {
-                table.done(attempt.user_data, *result);
-                self.settle(&mut table, attempt.fd);
-            }
-            table.take_finished()
+            (table.take_runnable(), table.take_finished())
         };
+        if attempts.is_empty() && batch.is_empty() {
+            attempts = self.wait(timeout)?;
+        }
+        for round in 1..=ATTEMPT_ROUNDS {
+            if attempts.is_empty() {
+                break;
+            }
+            let results: Vec<(Attempt, (i32, bool))> = attempts
+                .into_iter()
+                .map(|a| (a, Epoll::perform(&a)))
+                .collect();
+            let mut table = self.table();
+            for (attempt, (result, drained)) in &results {
+                table.done(attempt, *result, *drained);
+            }
+            attempts = match round < ATTEMPT_ROUNDS {
+                true => table.take_runnable(),
+                false => Vec::new(),
+            };
+            batch.append(&mut table.take_finished());
+        }
         Ok(deliver(self.sink, batch))
     }
 

@@ -1,50 +1,24 @@
 //! The bookkeeping of an epoll ring, without system calls: which requests wait on which
-//! descriptor, which of them a thread is performing now, what the descriptor's epoll
-//! registration must watch, and which results are ready to be delivered.
+//! descriptor, which of them a thread is performing now, what the ring knows of each
+//! descriptor's readiness, and which results are ready to be delivered.
 //!
-//! Every method is called under the ring's lock. The ring applies the [`Change`] a method returns
-//! to epoll before it lets go of the lock, so that the registration the kernel holds always
-//! matches the last change computed here.
+//! Readiness is kept per side (reading, writing) as a flag and an epoch. Each epoll event for a
+//! side counts one epoch and sets the flag; the flag is cleared only by someone who found the
+//! side drained (`EAGAIN`, or a stream receive that did not fill its buffer) *in the same epoch*
+//! it was set in. Registrations are edge-triggered, and the kernel reports an edge for every
+//! arrival after the moment a side was found drained, so a cleared flag always turns back on
+//! when there is something to do, and a side whose flag is off is not worth a system call.
+//!
+//! Every method is called under the ring's lock.
 
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::RawFd;
 
-use crate::driver::Request;
+use crate::driver::{Readiness, Request, Side};
 
 /// One request as the table keeps it: the request the engine submitted. Its pointers stay valid
 /// until its result has been delivered.
 pub(super) type Job = Request;
-
-/// Where a job waits, and the readiness it needs.
-trait Readiness {
-    fn side(&self) -> usize;
-    fn events(&self) -> u32;
-}
-
-impl Readiness for Job {
-    /// Which queue of its descriptor the job waits in: 0 for reading, 1 for writing.
-    fn side(&self) -> usize {
-        match self {
-            Job::RecvMsg { .. } | Job::Recv { .. } | Job::PollIn { .. } | Job::Accept { .. } => 0,
-            Job::SendMsg { .. } | Job::Send { .. } | Job::PollOut { .. } => 1,
-        }
-    }
-
-    /// The readiness that lets the job make progress.
-    fn events(&self) -> u32 {
-        match self {
-            Job::RecvMsg { flags, .. } | Job::Recv { flags, .. }
-                if *flags as i32 & libc::MSG_OOB != 0 =>
-            {
-                libc::EPOLLPRI as u32
-            }
-            Job::RecvMsg { .. } | Job::Recv { .. } | Job::PollIn { .. } | Job::Accept { .. } => {
-                (libc::EPOLLIN | libc::EPOLLRDHUP) as u32
-            }
-            Job::SendMsg { .. } | Job::Send { .. } | Job::PollOut { .. } => libc::EPOLLOUT as u32,
-        }
-    }
-}
 
 /// A request whose result has not been delivered.
 struct Pending {
@@ -57,28 +31,38 @@ struct Pending {
     cancelled: bool,
 }
 
-/// A descriptor with requests waiting, and its epoll registration.
+/// One side of a descriptor.
+#[derive(Default)]
+struct SideState {
+    /// Requests, oldest first; only the oldest is attempted.
+    queue: VecDeque<u64>,
+    /// Worth an attempt: no one has found the side drained since its last event.
+    ready: bool,
+    /// Events taken for this side.
+    epoch: u64,
+    /// The poll mask of the side's last event, for answering a readiness request at once.
+    mask: u32,
+    /// The side has ended (a hang-up, an error, the peer's end of stream): every call returns at
+    /// once from now on, and no new event will say so. Never drained again.
+    ended: bool,
+}
+
+impl SideState {
+    /// Someone found the side drained in `epoch`: by `EAGAIN` (`proven`), or by a receive that
+    /// did not fill its buffer, which proves nothing once the side has ended.
+    fn drain(&mut self, epoch: u64, proven: bool) {
+        if self.epoch == epoch && (proven || !self.ended) {
+            self.ready = false;
+            self.mask = 0;
+        }
+    }
+}
+
+/// A descriptor this ring has registered with epoll.
 struct Watched {
     /// Tells this registration's events apart from those of an earlier one of the same number.
     generation: u32,
-    /// Requests by side (read, write), oldest first; only the oldest of a side is attempted.
-    queues: [VecDeque<u64>; 2],
-    registered: bool,
-    /// What the registration was last armed for; 0 once its one-shot event has been taken.
-    armed: u32,
-}
-
-/// What the ring must tell epoll about a descriptor.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Change {
-    /// Nothing.
-    Keep,
-    /// `EPOLL_CTL_ADD` with these events (one-shot) and this token.
-    Add { events: u32, token: u64 },
-    /// `EPOLL_CTL_MOD` with these events (one-shot) and this token.
-    Modify { events: u32, token: u64 },
-    /// `EPOLL_CTL_DEL`: no request is left on the descriptor.
-    Remove,
+    sides: [SideState; 2],
 }
 
 /// A request a thread is to perform now, outside the lock.
@@ -87,6 +71,19 @@ pub(super) struct Attempt {
     pub(super) user_data: u64,
     pub(super) fd: RawFd,
     pub(super) job: Job,
+    /// The side's epoch when the attempt was chosen.
+    pub(super) epoch: u64,
+    /// A readiness request is answered by the event that chose it, without a system call.
+    pub(super) answer: Option<i32>,
+}
+
+/// What [`Table::insert`] needs the ring to do.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Inserted {
+    /// Register the descriptor with epoll under this token: the ring has not watched it before.
+    pub(super) register: Option<u64>,
+    /// The side is ready and the request is first in line: a reaper should attempt it.
+    pub(super) runnable: bool,
 }
 
 #[derive(Default)]
@@ -94,6 +91,8 @@ pub(super) struct Table {
     pending: HashMap<u64, Pending>,
     watched: HashMap<RawFd, Watched>,
     next_generation: u32,
+    /// Descriptors with a side that became worth an attempt outside `ready`.
+    runnable: Vec<RawFd>,
     /// Results ready to be delivered, in the order they were reached.
     finished: Vec<(u64, i32)>,
 }
@@ -103,22 +102,65 @@ pub(super) fn token(fd: RawFd, generation: u32) -> u64 {
     (u64::from(generation) << 32) | u64::from(fd as u32)
 }
 
+/// Which side a request waits on.
+pub(super) fn side_of(job: &Job) -> Side {
+    match job {
+        Job::RecvMsg { .. } | Job::Recv { .. } | Job::PollIn { .. } | Job::Accept { .. } => {
+            Side::Read
+        }
+        Job::SendMsg { .. } | Job::Send { .. } | Job::PollOut { .. } => Side::Write,
+    }
+}
+
+/// The events of an epoll mask that concern each side.
+const READ_EVENTS: u32 =
+    (libc::EPOLLIN | libc::EPOLLPRI | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32;
+const WRITE_EVENTS: u32 = (libc::EPOLLOUT | libc::EPOLLHUP | libc::EPOLLERR) as u32;
+/// The events after which a side stays ready for good: a receive returns the end of stream, a
+/// send fails.
+const ENDED_EVENTS: u32 = (libc::EPOLLRDHUP | libc::EPOLLHUP) as u32;
+
 impl Table {
-    /// Records a new request; the caller applies [`Table::interest`] next.
-    pub(super) fn insert(&mut self, user_data: u64, fd: RawFd, job: Job) {
+    /// What the ring knows of `fd`'s readiness on `side`.
+    pub(super) fn readiness(&self, fd: RawFd, side: Side) -> Readiness {
+        match self.watched.get(&fd) {
+            None => Readiness::Unknown,
+            Some(w) if w.sides[side as usize].ready => {
+                Readiness::Ready(w.sides[side as usize].epoch)
+            }
+            Some(_) => Readiness::NotReady,
+        }
+    }
+
+    /// Someone found `side` of `fd` drained after reading `epoch` (`proven`: by `EAGAIN`):
+    /// unless an event came since, the side is not worth an attempt until the next one.
+    pub(super) fn drained(&mut self, fd: RawFd, side: Side, epoch: u64, proven: bool) {
+        if let Some(w) = self.watched.get_mut(&fd) {
+            w.sides[side as usize].drain(epoch, proven);
+        }
+    }
+
+    /// Records a new request.
+    pub(super) fn insert(&mut self, user_data: u64, fd: RawFd, job: Job) -> Inserted {
+        let mut register = None;
         if !self.watched.contains_key(&fd) {
             let generation = self.next_generation;
             self.next_generation = generation.wrapping_add(1);
-            let watched = Watched {
-                generation,
-                queues: Default::default(),
-                registered: false,
-                armed: 0,
-            };
+            // The side of this request waits for what registering reports (it is ready now, or
+            // an edge when it becomes so); the other side is not known: worth an attempt.
+            let mut sides: [SideState; 2] = Default::default();
+            sides[1 - side_of(&job) as usize].ready = true;
+            let watched = Watched { generation, sides };
             self.watched.insert(fd, watched);
+            register = Some(token(fd, generation));
         }
-        let watched = self.watched.get_mut(&fd).expect("inserted above");
-        watched.queues[job.side()].push_back(user_data);
+        let side =
+            &mut self.watched.get_mut(&fd).expect("inserted above").sides[side_of(&job) as usize];
+        side.queue.push_back(user_data);
+        let runnable = side.ready && side.queue.len() == 1;
+        if runnable {
+            self.runnable.push(fd);
+        }
         let pending = Pending {
             fd,
             job,
@@ -126,138 +168,144 @@ impl Table {
             cancelled: false,
         };
         self.pending.insert(user_data, pending);
+        Inserted { register, runnable }
     }
 
-    /// Forgets a request that was never handed over (its submission failed); nothing is delivered.
+    /// Forgets a request whose descriptor epoll refused to register; nothing is delivered.
     pub(super) fn withdraw(&mut self, user_data: u64) {
         if let Some(p) = self.pending.remove(&user_data) {
-            self.unqueue(p.fd, p.job.side(), user_data);
+            self.forget(p.fd);
         }
     }
 
-    /// What the descriptor's registration must become: armed for the oldest idle request of each
-    /// side, or removed when no request is left.
-    pub(super) fn interest(&mut self, fd: RawFd) -> Change {
+    /// Forgets a descriptor that is being closed, or whose registration failed.
+    pub(super) fn forget(&mut self, fd: RawFd) {
+        self.watched.remove(&fd);
+    }
+
+    /// Takes an epoll event: counts an epoch on each side it concerns, and returns the oldest
+    /// idle request of each such side, to be attempted now. Events of a registration that no
+    /// longer exists are ignored.
+    pub(super) fn ready(&mut self, token_: u64, events: u32) -> Vec<Attempt> {
+        let fd = token_ as u32 as RawFd;
+        let mut attempts = Vec::new();
         let Some(watched) = self.watched.get_mut(&fd) else {
-            return Change::Keep;
+            return attempts;
         };
-        if watched.queues.iter().all(VecDeque::is_empty) {
-            let registered = watched.registered;
-            self.watched.remove(&fd);
-            return if registered {
-                Change::Remove
-            } else {
-                Change::Keep
-            };
+        if token(fd, watched.generation) != token_ {
+            return attempts;
         }
-        let mut events = 0;
-        for queue in &watched.queues {
-            if let Some(p) = queue.front().and_then(|u| self.pending.get(u)) {
-                if !p.busy {
-                    events |= p.job.events();
+        for (side, concern) in [(Side::Read, READ_EVENTS), (Side::Write, WRITE_EVENTS)] {
+            if events & concern == 0 {
+                continue;
+            }
+            let s = &mut watched.sides[side as usize];
+            s.epoch += 1;
+            s.ready = true;
+            s.ended |= events & concern & ENDED_EVENTS != 0;
+            // epoll's event bits are poll's, for the events a readiness request asks about.
+            s.mask = events & concern;
+            if let Some(attempt) = Self::choose(&mut self.pending, fd, s, true) {
+                attempts.push(attempt);
+            }
+        }
+        attempts
+    }
+
+    /// The attempts that submissions made runnable, or that results left runnable.
+    pub(super) fn take_runnable(&mut self) -> Vec<Attempt> {
+        let mut attempts = Vec::new();
+        for fd in std::mem::take(&mut self.runnable) {
+            if let Some(watched) = self.watched.get_mut(&fd) {
+                for s in watched.sides.iter_mut().filter(|s| s.ready) {
+                    attempts.extend(Self::choose(&mut self.pending, fd, s, false));
                 }
             }
         }
-        // Every side is being performed: the threads doing so compute the interest again when
-        // they are done.
-        if events == 0 || events == watched.armed {
-            return Change::Keep;
-        }
-        watched.armed = events;
-        let token = token(fd, watched.generation);
-        if watched.registered {
-            Change::Modify { events, token }
-        } else {
-            watched.registered = true;
-            Change::Add { events, token }
-        }
+        attempts
     }
 
-    /// Records that applying the last change failed, so that the next one is issued again.
-    pub(super) fn forget_armed(&mut self, fd: RawFd) {
-        if let Some(watched) = self.watched.get_mut(&fd) {
-            watched.armed = 0;
-        }
+    /// Whether anything waits for a reaper without an event: results or runnable requests.
+    pub(super) fn has_work(&self) -> bool {
+        !self.finished.is_empty() || !self.runnable.is_empty()
     }
 
-    /// Takes a readiness event: marks the oldest idle request of each ready side busy and returns
-    /// them, with the descriptor. An event of a registration that no longer exists is ignored.
-    pub(super) fn ready(&mut self, token_: u64, events: u32) -> Option<(RawFd, Vec<Attempt>)> {
-        let fd = token_ as u32 as RawFd;
-        let watched = self.watched.get_mut(&fd)?;
-        if token(fd, watched.generation) != token_ {
+    /// Marks the oldest request of a side busy and returns it, if there is one and it is idle.
+    /// `fresh`: the side's event was taken just now. Nothing of that side can have been consumed
+    /// since (the engine runs one request of a side at a time), so a readiness request is
+    /// answered by the event's mask; otherwise it asks the kernel.
+    fn choose(
+        pending: &mut HashMap<u64, Pending>,
+        fd: RawFd,
+        side: &mut SideState,
+        fresh: bool,
+    ) -> Option<Attempt> {
+        let user_data = *side.queue.front()?;
+        let p = pending.get_mut(&user_data)?;
+        if p.busy {
             return None;
         }
-        watched.armed = 0; // one-shot: the registration is disarmed now.
-        let hangup = (libc::EPOLLERR | libc::EPOLLHUP) as u32;
-        let mut attempts = Vec::new();
-        for queue in &watched.queues {
-            let Some(&user_data) = queue.front() else {
-                continue;
-            };
-            let Some(p) = self.pending.get_mut(&user_data) else {
-                continue;
-            };
-            if !p.busy && events & (p.job.events() | hangup) != 0 {
-                p.busy = true;
-                attempts.push(Attempt {
-                    user_data,
-                    fd,
-                    job: p.job,
-                });
-            }
-        }
-        Some((fd, attempts))
+        p.busy = true;
+        let answer = match p.job {
+            Job::PollIn { .. } | Job::PollOut { .. } if fresh => Some(side.mask as i32),
+            _ => None,
+        };
+        Some(Attempt {
+            user_data,
+            fd,
+            job: p.job,
+            epoch: side.epoch,
+            answer,
+        })
     }
 
     /// Takes the result of an attempt: a request the socket was not ready for waits again (or,
-    /// if cancelled meanwhile, ends with `-ECANCELED`); any other result is final.
-    pub(super) fn done(&mut self, user_data: u64, result: i32) {
+    /// if cancelled meanwhile, ends with `-ECANCELED`); any other result is final. `drained`
+    /// says the attempt found the side empty although it succeeded.
+    pub(super) fn done(&mut self, attempt: &Attempt, result: i32, drained: bool) {
+        let user_data = attempt.user_data;
         let Some(p) = self.pending.get_mut(&user_data).filter(|p| p.busy) else {
             return; // no attempt of it is under way.
         };
         p.busy = false;
+        let side = side_of(&p.job);
         let not_ready = result == -libc::EAGAIN || result == -libc::EINTR;
-        if not_ready && !p.cancelled {
+        if let Some(w) = self.watched.get_mut(&attempt.fd) {
+            let s = &mut w.sides[side as usize];
+            if not_ready || drained {
+                s.drain(attempt.epoch, not_ready);
+            }
+            if s.ready {
+                // An event came meanwhile (or the side is still full): the next request, or
+                // this one again, is worth an attempt.
+                self.runnable.push(attempt.fd);
+            }
+        }
+        if not_ready && !self.pending[&user_data].cancelled {
             return;
         }
         let result = if not_ready { -libc::ECANCELED } else { result };
         let p = self.pending.remove(&user_data).expect("looked up above");
-        self.unqueue(p.fd, p.job.side(), user_data);
+        self.unqueue(p.fd, side, user_data);
         self.finished.push((user_data, result));
     }
 
     /// Cancels a request: one that waits ends with `-ECANCELED` now; one being performed ends so
-    /// when its attempt finds the socket not ready; one already finished is left alone. Returns
-    /// the descriptor whose interest may have changed.
-    pub(super) fn cancel(&mut self, user_data: u64) -> Option<RawFd> {
-        let p = self.pending.get_mut(&user_data)?;
-        if p.busy {
-            p.cancelled = true;
-            return None;
-        }
-        let p = self.pending.remove(&user_data).expect("looked up above");
-        self.unqueue(p.fd, p.job.side(), user_data);
-        self.finished.push((user_data, -libc::ECANCELED));
-        Some(p.fd)
-    }
-
-    /// Ends every waiting request on `fd` with `-errno`: epoll refused to watch the descriptor.
-    pub(super) fn fail_idle(&mut self, fd: RawFd, errno: i32) {
-        let Some(watched) = self.watched.get_mut(&fd) else {
+    /// when its attempt finds the socket not ready; one already finished is left alone.
+    pub(super) fn cancel(&mut self, user_data: u64) {
+        let Some(p) = self.pending.get_mut(&user_data) else {
             return;
         };
-        for queue in watched.queues.iter_mut() {
-            let pending = &mut self.pending;
-            queue.retain(|user_data| {
-                if pending.get(user_data).is_some_and(|p| p.busy) {
-                    return true;
-                }
-                pending.remove(user_data);
-                self.finished.push((*user_data, -errno));
-                false
-            });
+        if p.busy {
+            p.cancelled = true;
+            return;
         }
+        let p = self.pending.remove(&user_data).expect("looked up above");
+        let side = side_of(&p.job);
+        self.unqueue(p.fd, side, user_data);
+        self.finished.push((user_data, -libc::ECANCELED));
+        // The next request of the side may have been waiting behind it on a ready side.
+        self.runnable.push(p.fd);
     }
 
     /// The results ready to be delivered.
@@ -265,157 +313,14 @@ impl Table {
         std::mem::take(&mut self.finished)
     }
 
-    fn unqueue(&mut self, fd: RawFd, side: usize, user_data: u64) {
+    fn unqueue(&mut self, fd: RawFd, side: Side, user_data: u64) {
         if let Some(watched) = self.watched.get_mut(&fd) {
-            watched.queues[side].retain(|&u| u != user_data);
+            watched.sides[side as usize]
+                .queue
+                .retain(|&u| u != user_data);
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const IN: u32 = (libc::EPOLLIN | libc::EPOLLRDHUP) as u32;
-    const OUT: u32 = libc::EPOLLOUT as u32;
-    const FD: RawFd = 7;
-
-    fn recv() -> Job {
-        Job::RecvMsg {
-            fd: FD,
-            msg: std::ptr::null_mut(),
-            flags: 0,
-        }
-    }
-
-    fn send() -> Job {
-        Job::SendMsg {
-            fd: FD,
-            msg: std::ptr::null(),
-            flags: 0,
-        }
-    }
-
-    fn armed_token(change: Change) -> u64 {
-        match change {
-            Change::Add { token, .. } | Change::Modify { token, .. } => token,
-            other => panic!("expected an arming change, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn arms_each_side_for_its_oldest_request_and_removes_when_empty() {
-        let mut t = Table::default();
-        t.insert(1, FD, recv());
-        let change = t.interest(FD);
-        assert!(
-            matches!(change, Change::Add { events: IN, .. }),
-            "{change:?}"
-        );
-        assert_eq!(
-            t.interest(FD),
-            Change::Keep,
-            "already armed for the same events"
-        );
-        t.insert(2, FD, send());
-        let change = t.interest(FD);
-        assert!(matches!(change, Change::Modify { events, .. } if events == IN | OUT));
-
-        let (fd, attempts) = t
-            .ready(armed_token(change), OUT)
-            .expect("a live registration");
-        assert_eq!(fd, FD);
-        assert_eq!(attempts.len(), 1);
-        assert_eq!(
-            attempts[0].user_data, 2,
-            "only the writable side is attempted"
-        );
-        let change = t.interest(FD);
-        assert!(
-            matches!(change, Change::Modify { events: IN, .. }),
-            "{change:?}"
-        );
-
-        t.done(2, 5);
-        t.done(1, 0); // not busy: ignored, as a result for a request not being performed.
-        assert_eq!(t.take_finished(), vec![(2, 5)]);
-        assert_eq!(t.cancel(1), Some(FD));
-        assert_eq!(t.take_finished(), vec![(1, -libc::ECANCELED)]);
-        assert_eq!(t.interest(FD), Change::Remove);
-        assert_eq!(t.interest(FD), Change::Keep, "nothing left to remove");
-    }
-
-    #[test]
-    fn a_request_that_was_not_ready_waits_again() {
-        let mut t = Table::default();
-        t.insert(1, FD, recv());
-        let token = armed_token(t.interest(FD));
-        let (_, attempts) = t.ready(token, IN).unwrap();
-        assert_eq!(attempts.len(), 1);
-        assert_eq!(t.interest(FD), Change::Keep, "busy: its performer re-arms");
-        t.done(1, -libc::EAGAIN);
-        assert!(t.take_finished().is_empty());
-        let change = t.interest(FD);
-        assert!(
-            matches!(change, Change::Modify { events: IN, .. }),
-            "{change:?}"
-        );
-    }
-
-    #[test]
-    fn a_cancel_during_an_attempt_ends_once_with_the_attempts_outcome() {
-        let mut t = Table::default();
-        t.insert(1, FD, recv());
-        t.insert(2, FD + 1, recv());
-        let token1 = armed_token(t.interest(FD));
-        let token2 = armed_token(t.interest(FD + 1));
-        assert_ne!(token1, token2);
-        t.ready(token1, IN).unwrap();
-        t.ready(token2, IN).unwrap();
-        assert_eq!(t.cancel(1), None, "being performed");
-        assert_eq!(t.cancel(2), None, "being performed");
-        assert!(t.take_finished().is_empty());
-        t.done(1, -libc::EAGAIN); // not ready after all: cancelled.
-        t.done(2, 9); // moved data: the real result wins.
-        assert_eq!(t.take_finished(), vec![(1, -libc::ECANCELED), (2, 9)]);
-        assert_eq!(t.cancel(1), None, "already over");
-        assert_eq!(t.cancel(2), None, "already over");
-        assert!(t.take_finished().is_empty());
-    }
-
-    #[test]
-    fn events_of_an_earlier_registration_of_the_same_number_are_ignored() {
-        let mut t = Table::default();
-        t.insert(1, FD, recv());
-        let old = armed_token(t.interest(FD));
-        t.cancel(1);
-        assert_eq!(t.interest(FD), Change::Remove);
-        t.insert(2, FD, recv());
-        let new = armed_token(t.interest(FD));
-        assert_ne!(old, new);
-        assert!(t.ready(old, IN).is_none());
-        assert_eq!(t.ready(new, IN).unwrap().1.len(), 1);
-    }
-
-    #[test]
-    fn later_requests_of_a_side_wait_behind_the_oldest_and_failures_spare_busy_ones() {
-        let mut t = Table::default();
-        t.insert(1, FD, recv());
-        t.insert(2, FD, recv());
-        t.insert(3, FD, send());
-        let token = armed_token(t.interest(FD));
-        let (_, attempts) = t.ready(token, IN | OUT).unwrap();
-        let mut attempted: Vec<u64> = attempts.iter().map(|a| a.user_data).collect();
-        attempted.sort();
-        assert_eq!(attempted, vec![1, 3]);
-        t.done(3, -libc::EAGAIN);
-        t.fail_idle(FD, libc::ENOMEM);
-        assert_eq!(
-            t.take_finished(),
-            vec![(2, -libc::ENOMEM), (3, -libc::ENOMEM)]
-        );
-        t.done(1, 4);
-        assert_eq!(t.take_finished(), vec![(1, 4)]);
-        assert_eq!(t.interest(FD), Change::Remove);
-    }
-}
+mod tests;

@@ -1,0 +1,218 @@
+//! The table's rules on their own: registration once per descriptor, readiness by epoch,
+//! one attempt per side at a time, exactly-once cancellation.
+
+use super::*;
+
+const IN: u32 = libc::EPOLLIN as u32;
+const OUT: u32 = libc::EPOLLOUT as u32;
+const FD: RawFd = 7;
+
+fn recv() -> Job {
+    Job::RecvMsg {
+        fd: FD,
+        msg: std::ptr::null_mut(),
+        flags: 0,
+    }
+}
+
+fn send() -> Job {
+    Job::SendMsg {
+        fd: FD,
+        msg: std::ptr::null(),
+        flags: 0,
+    }
+}
+
+fn registered(inserted: Inserted) -> u64 {
+    inserted
+        .register
+        .expect("a first request registers its descriptor")
+}
+
+fn ids(attempts: &[Attempt]) -> Vec<u64> {
+    attempts.iter().map(|a| a.user_data).collect()
+}
+
+#[test]
+fn a_descriptor_is_registered_once_and_unknown_until_then() {
+    let mut t = Table::default();
+    assert_eq!(t.readiness(FD, Side::Read), Readiness::Unknown);
+    let token = registered(t.insert(1, FD, recv()));
+    assert_eq!(t.readiness(FD, Side::Read), Readiness::NotReady);
+    assert_eq!(
+        t.readiness(FD, Side::Write),
+        Readiness::Ready(0),
+        "not known: worth a try"
+    );
+    t.drained(FD, Side::Write, 0, true);
+    let again = t.insert(2, FD, send());
+    assert_eq!(again.register, None, "the registration stays");
+    assert!(!again.runnable);
+    t.cancel(1);
+    t.cancel(2);
+    assert_eq!(
+        t.take_finished(),
+        vec![(1, -libc::ECANCELED), (2, -libc::ECANCELED)]
+    );
+    let third = t.insert(3, FD, recv());
+    assert_eq!(third.register, None, "no request left does not unregister");
+    t.forget(FD);
+    let fourth = t.insert(4, FD, recv());
+    assert_ne!(
+        registered(fourth),
+        token,
+        "a new registration, a new generation"
+    );
+}
+
+#[test]
+fn an_event_makes_its_side_ready_and_attempts_its_oldest_request() {
+    let mut t = Table::default();
+    let token = registered(t.insert(1, FD, recv()));
+    t.insert(2, FD, recv());
+    t.drained(FD, Side::Write, 0, true);
+    t.insert(3, FD, send());
+    let attempts = t.ready(token, IN);
+    assert_eq!(
+        ids(&attempts),
+        vec![1],
+        "only the oldest of the readable side"
+    );
+    assert_eq!(t.readiness(FD, Side::Read), Readiness::Ready(1));
+    assert_eq!(t.readiness(FD, Side::Write), Readiness::NotReady);
+    assert!(t.ready(token, IN).is_empty(), "the oldest is busy");
+    t.done(&attempts[0], 5, false);
+    assert_eq!(t.take_finished(), vec![(1, 5)]);
+    let next = t.take_runnable();
+    assert_eq!(
+        ids(&next),
+        vec![2],
+        "the side is still ready: the next request goes"
+    );
+    let both = t.ready(token, OUT);
+    assert_eq!(ids(&both), vec![3]);
+}
+
+#[test]
+fn drained_in_the_same_epoch_clears_readiness_and_a_later_event_restores_it() {
+    let mut t = Table::default();
+    let token = registered(t.insert(1, FD, recv()));
+    let first = t.ready(token, IN);
+    assert_eq!(t.readiness(FD, Side::Read), Readiness::Ready(1));
+    // Something arrives while the attempt runs: its EAGAIN says nothing of the new data.
+    let during = t.ready(token, IN);
+    assert!(during.is_empty(), "busy");
+    t.done(&first[0], -libc::EAGAIN, false);
+    assert!(t.take_finished().is_empty(), "not ready: it waits");
+    assert_eq!(t.readiness(FD, Side::Read), Readiness::Ready(2));
+    let retry = t.take_runnable();
+    assert_eq!(ids(&retry), vec![1], "attempted again for the newer event");
+    t.done(&retry[0], -libc::EAGAIN, false);
+    assert_eq!(t.readiness(FD, Side::Read), Readiness::NotReady);
+    assert!(t.take_runnable().is_empty());
+    // The engine's own attempts report the same way.
+    t.ready(token, OUT);
+    t.drained(FD, Side::Write, 0, true);
+    assert_eq!(
+        t.readiness(FD, Side::Write),
+        Readiness::Ready(1),
+        "stale epoch: ignored"
+    );
+    t.drained(FD, Side::Write, 1, true);
+    assert_eq!(t.readiness(FD, Side::Write), Readiness::NotReady);
+}
+
+#[test]
+fn a_success_that_drained_the_side_clears_it() {
+    let mut t = Table::default();
+    let token = registered(t.insert(1, FD, recv()));
+    let a = t.ready(token, IN);
+    t.done(&a[0], 3, true);
+    assert_eq!(t.take_finished(), vec![(1, 3)]);
+    assert_eq!(t.readiness(FD, Side::Read), Readiness::NotReady);
+    let later = t.insert(2, FD, recv());
+    assert!(!later.runnable, "waits for the next event");
+}
+
+#[test]
+fn a_request_on_a_ready_side_is_runnable_at_once() {
+    let mut t = Table::default();
+    let token = registered(t.insert(1, FD, recv()));
+    let a = t.ready(token, IN);
+    t.done(&a[0], 64, false);
+    t.take_finished();
+    let inserted = t.insert(2, FD, recv());
+    assert!(inserted.runnable);
+    assert_eq!(ids(&t.take_runnable()), vec![2]);
+}
+
+#[test]
+fn a_fresh_event_answers_a_readiness_request() {
+    let mut t = Table::default();
+    let token = registered(t.insert(1, FD, Job::PollIn { fd: FD }));
+    let a = t.ready(token, IN | libc::EPOLLRDHUP as u32);
+    assert_eq!(a[0].answer, Some((IN | libc::EPOLLRDHUP as u32) as i32));
+    t.done(&a[0], a[0].answer.unwrap(), false);
+    t.take_finished();
+    t.insert(2, FD, Job::PollIn { fd: FD });
+    let later = t.take_runnable();
+    assert_eq!(later[0].answer, None, "not fresh: the kernel is asked");
+}
+
+#[test]
+fn a_cancel_during_an_attempt_ends_once_with_the_attempts_outcome() {
+    let mut t = Table::default();
+    let token1 = registered(t.insert(1, FD, recv()));
+    let token2 = registered(t.insert(2, FD + 1, recv()));
+    assert_ne!(token1, token2);
+    let a1 = t.ready(token1, IN);
+    let a2 = t.ready(token2, IN);
+    t.cancel(1);
+    t.cancel(2);
+    assert!(t.take_finished().is_empty(), "both are being performed");
+    t.done(&a1[0], -libc::EAGAIN, false); // not ready after all: cancelled.
+    t.done(&a2[0], 9, false); // moved data: the real result wins.
+    assert_eq!(t.take_finished(), vec![(1, -libc::ECANCELED), (2, 9)]);
+    t.cancel(1);
+    t.cancel(2);
+    assert!(t.take_finished().is_empty(), "already over");
+}
+
+#[test]
+fn events_of_an_earlier_registration_of_the_same_number_are_ignored() {
+    let mut t = Table::default();
+    let old = registered(t.insert(1, FD, recv()));
+    t.cancel(1);
+    t.take_finished();
+    t.forget(FD);
+    let new = registered(t.insert(2, FD, recv()));
+    assert!(t.ready(old, IN).is_empty());
+    assert_eq!(ids(&t.ready(new, IN)), vec![2]);
+}
+
+#[test]
+fn a_withdrawn_request_leaves_nothing_behind() {
+    let mut t = Table::default();
+    registered(t.insert(1, FD, recv()));
+    t.withdraw(1);
+    assert_eq!(t.readiness(FD, Side::Read), Readiness::Unknown);
+    assert!(t.take_finished().is_empty());
+    assert!(
+        t.insert(2, FD, recv()).register.is_some(),
+        "registered again"
+    );
+}
+
+#[test]
+fn an_ended_side_stays_ready_unless_proven_empty() {
+    let mut t = Table::default();
+    let token = registered(t.insert(1, FD, recv()));
+    let a = t.ready(token, IN | libc::EPOLLRDHUP as u32);
+    // The data before the end of stream, read short: the end of stream is still to be read.
+    t.done(&a[0], 3, true);
+    assert_eq!(t.readiness(FD, Side::Read), Readiness::Ready(1));
+    t.drained(FD, Side::Read, 1, false);
+    assert_eq!(t.readiness(FD, Side::Read), Readiness::Ready(1));
+    t.drained(FD, Side::Read, 1, true);
+    assert_eq!(t.readiness(FD, Side::Read), Readiness::NotReady);
+}
