@@ -37,6 +37,7 @@
 //! `kernel_entries` every system call the ring makes — `epoll_wait`, `epoll_ctl`, the eventfd's
 //! reads and writes, and the calls that perform requests (which io_uring makes inside the kernel).
 
+mod maps;
 mod table;
 
 use std::io;
@@ -219,10 +220,10 @@ impl Epoll {
                 if token == WAKE_TOKEN {
                     woken = true;
                 } else {
-                    attempts.append(&mut table.ready(token, mask));
+                    table.ready(token, mask, &mut attempts);
                 }
             }
-            attempts.append(&mut table.take_runnable());
+            table.take_runnable(&mut attempts);
             attempts
         };
         if woken {
@@ -313,9 +314,11 @@ impl Ring for Epoll {
     }
 
     fn reap(&self, timeout: Option<Duration>) -> Result<usize> {
-        let (mut attempts, mut batch) = {
+        let mut attempts = Vec::new();
+        let mut batch = {
             let mut table = self.table();
-            (table.take_runnable(), table.take_finished())
+            table.take_runnable(&mut attempts);
+            table.take_finished()
         };
         if attempts.is_empty() && batch.is_empty() {
             attempts = self.wait(timeout)?;
@@ -324,18 +327,15 @@ impl Ring for Epoll {
             if attempts.is_empty() {
                 break;
             }
-            let results: Vec<(Attempt, (i32, bool))> = attempts
-                .into_iter()
-                .map(|a| (a, Epoll::perform(&a)))
-                .collect();
+            let results: Vec<(i32, bool)> = attempts.iter().map(Epoll::perform).collect();
             let mut table = self.table();
-            for (attempt, (result, drained)) in &results {
-                table.done(attempt, *result, *drained);
+            for (attempt, &(result, drained)) in attempts.iter().zip(&results) {
+                table.done(attempt, result, drained);
             }
-            attempts = match round < ATTEMPT_ROUNDS {
-                true => table.take_runnable(),
-                false => Vec::new(),
-            };
+            attempts.clear();
+            if round < ATTEMPT_ROUNDS {
+                table.take_runnable(&mut attempts);
+            }
             batch.append(&mut table.take_finished());
         }
         Ok(deliver(self.sink, batch))

@@ -11,9 +11,10 @@
 //!
 //! Every method is called under the ring's lock.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::os::fd::RawFd;
 
+use super::maps::{ByDescriptor, ByTag};
 use crate::driver::{Readiness, Request, Side};
 
 /// One request as the table keeps it: the request the engine submitted. Its pointers stay valid
@@ -88,8 +89,8 @@ pub(super) struct Inserted {
 
 #[derive(Default)]
 pub(super) struct Table {
-    pending: HashMap<u64, Pending>,
-    watched: HashMap<RawFd, Watched>,
+    pending: ByTag<Pending>,
+    watched: ByDescriptor<Watched>,
     next_generation: u32,
     /// Descriptors with a side that became worth an attempt outside `ready`.
     runnable: Vec<RawFd>,
@@ -123,7 +124,7 @@ const ENDED_EVENTS: u32 = (libc::EPOLLRDHUP | libc::EPOLLHUP) as u32;
 impl Table {
     /// What the ring knows of `fd`'s readiness on `side`.
     pub(super) fn readiness(&self, fd: RawFd, side: Side) -> Readiness {
-        match self.watched.get(&fd) {
+        match self.watched.get(fd) {
             None => Readiness::Unknown,
             Some(w) if w.sides[side as usize].ready => {
                 Readiness::Ready(w.sides[side as usize].epoch)
@@ -135,7 +136,7 @@ impl Table {
     /// Someone found `side` of `fd` drained after reading `epoch` (`proven`: by `EAGAIN`):
     /// unless an event came since, the side is not worth an attempt until the next one.
     pub(super) fn drained(&mut self, fd: RawFd, side: Side, epoch: u64, proven: bool) {
-        if let Some(w) = self.watched.get_mut(&fd) {
+        if let Some(w) = self.watched.get_mut(fd) {
             w.sides[side as usize].drain(epoch, proven);
         }
     }
@@ -143,19 +144,18 @@ impl Table {
     /// Records a new request.
     pub(super) fn insert(&mut self, user_data: u64, fd: RawFd, job: Job) -> Inserted {
         let mut register = None;
-        if !self.watched.contains_key(&fd) {
+        if self.watched.get(fd).is_none() {
             let generation = self.next_generation;
             self.next_generation = generation.wrapping_add(1);
             // The side of this request waits for what registering reports (it is ready now, or
             // an edge when it becomes so); the other side is not known: worth an attempt.
             let mut sides: [SideState; 2] = Default::default();
             sides[1 - side_of(&job) as usize].ready = true;
-            let watched = Watched { generation, sides };
-            self.watched.insert(fd, watched);
+            self.watched.insert(fd, Watched { generation, sides });
             register = Some(token(fd, generation));
         }
         let side =
-            &mut self.watched.get_mut(&fd).expect("inserted above").sides[side_of(&job) as usize];
+            &mut self.watched.get_mut(fd).expect("inserted above").sides[side_of(&job) as usize];
         side.queue.push_back(user_data);
         let runnable = side.ready && side.queue.len() == 1;
         if runnable {
@@ -180,20 +180,19 @@ impl Table {
 
     /// Forgets a descriptor that is being closed, or whose registration failed.
     pub(super) fn forget(&mut self, fd: RawFd) {
-        self.watched.remove(&fd);
+        self.watched.remove(fd);
     }
 
-    /// Takes an epoll event: counts an epoch on each side it concerns, and returns the oldest
-    /// idle request of each such side, to be attempted now. Events of a registration that no
-    /// longer exists are ignored.
-    pub(super) fn ready(&mut self, token_: u64, events: u32) -> Vec<Attempt> {
+    /// Takes an epoll event: counts an epoch on each side it concerns, and adds the oldest idle
+    /// request of each such side to `attempts`, to be attempted now. Events of a registration
+    /// that no longer exists are ignored.
+    pub(super) fn ready(&mut self, token_: u64, events: u32, attempts: &mut Vec<Attempt>) {
         let fd = token_ as u32 as RawFd;
-        let mut attempts = Vec::new();
-        let Some(watched) = self.watched.get_mut(&fd) else {
-            return attempts;
+        let Some(watched) = self.watched.get_mut(fd) else {
+            return;
         };
         if token(fd, watched.generation) != token_ {
-            return attempts;
+            return;
         }
         for (side, concern) in [(Side::Read, READ_EVENTS), (Side::Write, WRITE_EVENTS)] {
             if events & concern == 0 {
@@ -205,24 +204,20 @@ impl Table {
             s.ended |= events & concern & ENDED_EVENTS != 0;
             // epoll's event bits are poll's, for the events a readiness request asks about.
             s.mask = events & concern;
-            if let Some(attempt) = Self::choose(&mut self.pending, fd, s, true) {
-                attempts.push(attempt);
-            }
+            attempts.extend(Self::choose(&mut self.pending, fd, s, true));
         }
-        attempts
     }
 
-    /// The attempts that submissions made runnable, or that results left runnable.
-    pub(super) fn take_runnable(&mut self) -> Vec<Attempt> {
-        let mut attempts = Vec::new();
+    /// Adds to `attempts` the requests that submissions made runnable, or that results left
+    /// runnable.
+    pub(super) fn take_runnable(&mut self, attempts: &mut Vec<Attempt>) {
         for fd in std::mem::take(&mut self.runnable) {
-            if let Some(watched) = self.watched.get_mut(&fd) {
+            if let Some(watched) = self.watched.get_mut(fd) {
                 for s in watched.sides.iter_mut().filter(|s| s.ready) {
                     attempts.extend(Self::choose(&mut self.pending, fd, s, false));
                 }
             }
         }
-        attempts
     }
 
     /// Whether anything waits for a reaper without an event: results or runnable requests.
@@ -235,7 +230,7 @@ impl Table {
     /// since (the engine runs one request of a side at a time), so a readiness request is
     /// answered by the event's mask; otherwise it asks the kernel.
     fn choose(
-        pending: &mut HashMap<u64, Pending>,
+        pending: &mut ByTag<Pending>,
         fd: RawFd,
         side: &mut SideState,
         fresh: bool,
@@ -270,7 +265,7 @@ impl Table {
         p.busy = false;
         let side = side_of(&p.job);
         let not_ready = result == -libc::EAGAIN || result == -libc::EINTR;
-        if let Some(w) = self.watched.get_mut(&attempt.fd) {
+        if let Some(w) = self.watched.get_mut(attempt.fd) {
             let s = &mut w.sides[side as usize];
             if not_ready || drained {
                 s.drain(attempt.epoch, not_ready);
@@ -314,7 +309,7 @@ impl Table {
     }
 
     fn unqueue(&mut self, fd: RawFd, side: Side, user_data: u64) {
-        if let Some(watched) = self.watched.get_mut(&fd) {
+        if let Some(watched) = self.watched.get_mut(fd) {
             watched.sides[side as usize]
                 .queue
                 .retain(|&u| u != user_data);

@@ -29,6 +29,18 @@ fn registered(inserted: Inserted) -> u64 {
         .expect("a first request registers its descriptor")
 }
 
+fn ready(t: &mut Table, token: u64, events: u32) -> Vec<Attempt> {
+    let mut attempts = Vec::new();
+    t.ready(token, events, &mut attempts);
+    attempts
+}
+
+fn runnable(t: &mut Table) -> Vec<Attempt> {
+    let mut attempts = Vec::new();
+    t.take_runnable(&mut attempts);
+    attempts
+}
+
 fn ids(attempts: &[Attempt]) -> Vec<u64> {
     attempts.iter().map(|a| a.user_data).collect()
 }
@@ -72,7 +84,7 @@ fn an_event_makes_its_side_ready_and_attempts_its_oldest_request() {
     t.insert(2, FD, recv());
     t.drained(FD, Side::Write, 0, true);
     t.insert(3, FD, send());
-    let attempts = t.ready(token, IN);
+    let attempts = ready(&mut t, token, IN);
     assert_eq!(
         ids(&attempts),
         vec![1],
@@ -80,16 +92,16 @@ fn an_event_makes_its_side_ready_and_attempts_its_oldest_request() {
     );
     assert_eq!(t.readiness(FD, Side::Read), Readiness::Ready(1));
     assert_eq!(t.readiness(FD, Side::Write), Readiness::NotReady);
-    assert!(t.ready(token, IN).is_empty(), "the oldest is busy");
+    assert!(ready(&mut t, token, IN).is_empty(), "the oldest is busy");
     t.done(&attempts[0], 5, false);
     assert_eq!(t.take_finished(), vec![(1, 5)]);
-    let next = t.take_runnable();
+    let next = runnable(&mut t);
     assert_eq!(
         ids(&next),
         vec![2],
         "the side is still ready: the next request goes"
     );
-    let both = t.ready(token, OUT);
+    let both = ready(&mut t, token, OUT);
     assert_eq!(ids(&both), vec![3]);
 }
 
@@ -97,21 +109,21 @@ fn an_event_makes_its_side_ready_and_attempts_its_oldest_request() {
 fn drained_in_the_same_epoch_clears_readiness_and_a_later_event_restores_it() {
     let mut t = Table::default();
     let token = registered(t.insert(1, FD, recv()));
-    let first = t.ready(token, IN);
+    let first = ready(&mut t, token, IN);
     assert_eq!(t.readiness(FD, Side::Read), Readiness::Ready(1));
     // Something arrives while the attempt runs: its EAGAIN says nothing of the new data.
-    let during = t.ready(token, IN);
+    let during = ready(&mut t, token, IN);
     assert!(during.is_empty(), "busy");
     t.done(&first[0], -libc::EAGAIN, false);
     assert!(t.take_finished().is_empty(), "not ready: it waits");
     assert_eq!(t.readiness(FD, Side::Read), Readiness::Ready(2));
-    let retry = t.take_runnable();
+    let retry = runnable(&mut t);
     assert_eq!(ids(&retry), vec![1], "attempted again for the newer event");
     t.done(&retry[0], -libc::EAGAIN, false);
     assert_eq!(t.readiness(FD, Side::Read), Readiness::NotReady);
-    assert!(t.take_runnable().is_empty());
+    assert!(runnable(&mut t).is_empty());
     // The engine's own attempts report the same way.
-    t.ready(token, OUT);
+    ready(&mut t, token, OUT);
     t.drained(FD, Side::Write, 0, true);
     assert_eq!(
         t.readiness(FD, Side::Write),
@@ -126,7 +138,7 @@ fn drained_in_the_same_epoch_clears_readiness_and_a_later_event_restores_it() {
 fn a_success_that_drained_the_side_clears_it() {
     let mut t = Table::default();
     let token = registered(t.insert(1, FD, recv()));
-    let a = t.ready(token, IN);
+    let a = ready(&mut t, token, IN);
     t.done(&a[0], 3, true);
     assert_eq!(t.take_finished(), vec![(1, 3)]);
     assert_eq!(t.readiness(FD, Side::Read), Readiness::NotReady);
@@ -138,24 +150,24 @@ fn a_success_that_drained_the_side_clears_it() {
 fn a_request_on_a_ready_side_is_runnable_at_once() {
     let mut t = Table::default();
     let token = registered(t.insert(1, FD, recv()));
-    let a = t.ready(token, IN);
+    let a = ready(&mut t, token, IN);
     t.done(&a[0], 64, false);
     t.take_finished();
     let inserted = t.insert(2, FD, recv());
     assert!(inserted.runnable);
-    assert_eq!(ids(&t.take_runnable()), vec![2]);
+    assert_eq!(ids(&runnable(&mut t)), vec![2]);
 }
 
 #[test]
 fn a_fresh_event_answers_a_readiness_request() {
     let mut t = Table::default();
     let token = registered(t.insert(1, FD, Job::PollIn { fd: FD }));
-    let a = t.ready(token, IN | libc::EPOLLRDHUP as u32);
+    let a = ready(&mut t, token, IN | libc::EPOLLRDHUP as u32);
     assert_eq!(a[0].answer, Some((IN | libc::EPOLLRDHUP as u32) as i32));
     t.done(&a[0], a[0].answer.unwrap(), false);
     t.take_finished();
     t.insert(2, FD, Job::PollIn { fd: FD });
-    let later = t.take_runnable();
+    let later = runnable(&mut t);
     assert_eq!(later[0].answer, None, "not fresh: the kernel is asked");
 }
 
@@ -165,8 +177,8 @@ fn a_cancel_during_an_attempt_ends_once_with_the_attempts_outcome() {
     let token1 = registered(t.insert(1, FD, recv()));
     let token2 = registered(t.insert(2, FD + 1, recv()));
     assert_ne!(token1, token2);
-    let a1 = t.ready(token1, IN);
-    let a2 = t.ready(token2, IN);
+    let a1 = ready(&mut t, token1, IN);
+    let a2 = ready(&mut t, token2, IN);
     t.cancel(1);
     t.cancel(2);
     assert!(t.take_finished().is_empty(), "both are being performed");
@@ -186,8 +198,8 @@ fn events_of_an_earlier_registration_of_the_same_number_are_ignored() {
     t.take_finished();
     t.forget(FD);
     let new = registered(t.insert(2, FD, recv()));
-    assert!(t.ready(old, IN).is_empty());
-    assert_eq!(ids(&t.ready(new, IN)), vec![2]);
+    assert!(ready(&mut t, old, IN).is_empty());
+    assert_eq!(ids(&ready(&mut t, new, IN)), vec![2]);
 }
 
 #[test]
@@ -207,7 +219,7 @@ fn a_withdrawn_request_leaves_nothing_behind() {
 fn an_ended_side_stays_ready_unless_proven_empty() {
     let mut t = Table::default();
     let token = registered(t.insert(1, FD, recv()));
-    let a = t.ready(token, IN | libc::EPOLLRDHUP as u32);
+    let a = ready(&mut t, token, IN | libc::EPOLLRDHUP as u32);
     // The data before the end of stream, read short: the end of stream is still to be read.
     t.done(&a[0], 3, true);
     assert_eq!(t.readiness(FD, Side::Read), Readiness::Ready(1));
