@@ -5,7 +5,7 @@
 //! binary: the parent re-runs the `child` test with `ROLE_VAR` naming the case, and checks that
 //! the child played it to the end.
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::process::Command;
 use std::time::Duration;
 
@@ -302,13 +302,20 @@ fn reused_descriptor_number() {
     let (old, old_peer) = tcp_pair();
     assert_eq!(receive_posted_before_data(&old, &old_peer, b"old"), b"old");
     let number = old.as_raw_fd();
-    let listener = Socket::listen_tcp("127.0.0.1:0".parse().unwrap(), 4).unwrap();
-    drop(old);
-    // The lowest free number goes to the next descriptor this process opens.
-    let sock = Socket::connect_tcp(listener.local_addr().unwrap()).unwrap();
-    assert_eq!(sock.as_raw_fd(), number, "the number is reused");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let stream = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
     let (peer, _) = listener.accept().unwrap();
-    assert_eq!(receive_posted_before_data(&sock, &peer, b"new"), b"new");
+    drop(old);
+    // The new connection takes the old socket's number, as the next descriptor opened would.
+    // SAFETY: `dup2` makes `number`, free since `old` closed, a second descriptor of `stream`'s
+    // socket; `OwnedFd` then owns it alone (the original closes with `stream`).
+    let moved = unsafe { libc::dup2(stream.as_raw_fd(), number) };
+    assert_eq!(moved, number, "dup2: {}", std::io::Error::last_os_error());
+    drop(stream);
+    // SAFETY: `number` is open and owned by nothing else.
+    let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(number) };
+    let sock = Socket::try_from(owned).unwrap();
+    assert_eq!(receive_posted_before_data(&sock, &Socket::from(peer), b"new"), b"new");
 }
 
 fn cancel_race() {
