@@ -4,8 +4,9 @@
 //! Each socket has two queues, one per direction. An operation of a direction runs only when the
 //! earlier ones of that direction have finished, so receives take data in the order they were
 //! posted (S7) and a stream send that the kernel took short is finished before the next one
-//! starts (S8). The operation at the head of a queue is first tried without blocking; only if the
-//! socket is not ready is it handed to its ring, and it is then the queue's `in_flight`.
+//! starts (S8). The operation at the head of a queue is first tried without blocking (unless its
+//! ring knows the socket has nothing for it); only if the socket is not ready is it handed to its
+//! ring, and it is then the queue's `in_flight`.
 //!
 //! This module is the one place where an operation's final result is recorded and notified:
 //! [`start`] for what completes at once, [`complete`] for what the kernel completes, [`cancel`]

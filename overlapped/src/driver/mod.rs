@@ -14,7 +14,9 @@
 //! even while no thread of the program is inside the library (S25).
 //!
 //! The engine above never blocks in the kernel on a socket: it tries each operation without
-//! blocking itself (the "done at once" of S2) and hands a ring only what would block. Which
+//! blocking itself (the "done at once" of S2) and hands a ring only what would block. A ring
+//! that knows which sockets have nothing for an operation (epoll's, which sees every arrival)
+//! says so through `Ring::readiness`, and the engine then skips a try that would fail. Which
 //! backend runs is decided once per process, when the first ring is needed: io_uring if the
 //! kernel sets up a ring and supports every opcode the library uses, else epoll, which emulates
 //! completion on readiness (old kernels; sandboxes such as Docker's default seccomp profile
