@@ -315,7 +315,10 @@ fn reused_descriptor_number() {
     // SAFETY: `number` is open and owned by nothing else.
     let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(number) };
     let sock = Socket::try_from(owned).unwrap();
-    assert_eq!(receive_posted_before_data(&sock, &Socket::from(peer), b"new"), b"new");
+    assert_eq!(
+        receive_posted_before_data(&sock, &Socket::from(peer), b"new"),
+        b"new"
+    );
 }
 
 fn cancel_race() {
