@@ -107,7 +107,11 @@ impl Uring {
         if may_defer && super::defers_to(self as *const Uring as *const ()) {
             return Ok(()); // this thread's next entry into the kernel on this ring submits it
         }
-        self.enter(0, None)
+        // The entry is in the queue now, whatever this entry into the kernel returns: the next
+        // one on this ring (the reaper's wait, any submission) hands it over. Reporting a failure
+        // here would make the caller release memory that the request still points to.
+        let _ = self.enter(0, None);
+        Ok(())
     }
 
     /// Whether entries wait in the submission queue.

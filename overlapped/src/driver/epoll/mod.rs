@@ -297,7 +297,11 @@ impl Ring for Epoll {
         Counters::bump(&COUNTERS.submissions);
         drop(table);
         if inserted.runnable {
-            self.wake()?; // the side is ready already: no event will come for it.
+            // The side is ready already: no event will come for it, a reaper must be woken. The
+            // request is recorded whatever the wake returns (a failure cannot undo that, and
+            // reporting one would make the caller release the request's memory); a reaper that
+            // missed the wake finds it at its next reap.
+            let _ = self.wake();
         }
         Ok(())
     }
