@@ -40,6 +40,19 @@ def target_dir():
     return os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
 
 
+def select(commands, wanted):
+    """The names of `commands` in their order, only those in the comma-separated `wanted` if it
+    is given; exits naming any wanted server that is not known."""
+    names = list(commands)
+    if wanted:
+        wanted = wanted.split(",")
+        unknown = [n for n in wanted if n not in commands]
+        if unknown:
+            sys.exit(f"unknown servers {unknown}; known: {names}")
+        names = [n for n in names if n in wanted]
+    return names
+
+
 def build():
     cmd = ["cargo", "build", "--release", "-p", "overlapped-cli", "-p", "overlapped-bench"]
     subprocess.run(cmd, cwd=ROOT, check=True)
@@ -349,13 +362,7 @@ def main():
     bin_dir = os.path.join(target_dir(), "release")
     args.bench_bin = os.path.join(bin_dir, "overlapped")
     commands = servers(bin_dir)
-    names = list(commands)
-    if args.servers:
-        wanted = args.servers.split(",")
-        unknown = [n for n in wanted if n not in commands]
-        if unknown:
-            sys.exit(f"unknown servers {unknown}; known: {names}")
-        names = [n for n in names if n in wanted]
+    names = select(commands, args.servers)
     use_perf = perf_usable()
     print(f"servers: {', '.join(names)}; perf syscall counting: "
           f"{'yes' if use_perf else 'n/a'}", file=sys.stderr)

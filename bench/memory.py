@@ -181,13 +181,7 @@ def main():
     if not args.no_build:
         compare.build()
     commands = compare.servers(os.path.join(compare.target_dir(), "release"))
-    names = list(commands)
-    if args.servers:
-        wanted = args.servers.split(",")
-        unknown = [n for n in wanted if n not in commands]
-        if unknown:
-            sys.exit(f"unknown servers {unknown}; known: {names}")
-        names = [n for n in names if n in wanted]
+    names = compare.select(commands, args.servers)
     print(f"servers: {', '.join(names)}; {args.connections} connections; "
           f"RLIMIT_NOFILE {limit}", file=sys.stderr)
 

@@ -53,6 +53,21 @@ pub(crate) struct SetShared {
     examined: AtomicU64,
 }
 
+impl SetShared {
+    /// The shared part of a set with no members.
+    fn empty() -> SetShared {
+        SetShared {
+            state: Mutex::new(SetState {
+                members: Vec::new(),
+                free: BTreeSet::new(),
+                ready: BTreeSet::new(),
+                waiters: Vec::new(),
+            }),
+            examined: AtomicU64::new(0),
+        }
+    }
+}
+
 struct SetState {
     /// Index → member; `None` for a free index.
     members: Vec<Option<Event>>,
@@ -140,15 +155,7 @@ impl EventSet {
     /// An empty set.
     pub fn new() -> EventSet {
         EventSet {
-            shared: Arc::new(SetShared {
-                state: Mutex::new(SetState {
-                    members: Vec::new(),
-                    free: BTreeSet::new(),
-                    ready: BTreeSet::new(),
-                    waiters: Vec::new(),
-                }),
-                examined: AtomicU64::new(0),
-            }),
+            shared: Arc::new(SetShared::empty()),
         }
     }
 
@@ -490,15 +497,7 @@ mod tests {
     #[test]
     fn a_membership_whose_set_is_gone_is_pruned_when_seen() {
         let event = Event::new();
-        let shared = Arc::new(SetShared {
-            state: Mutex::new(SetState {
-                members: Vec::new(),
-                free: BTreeSet::new(),
-                ready: BTreeSet::new(),
-                waiters: Vec::new(),
-            }),
-            examined: AtomicU64::new(0),
-        });
+        let shared = Arc::new(SetShared::empty());
         event.state().sets.0.push(Membership {
             set: Arc::downgrade(&shared),
             index: 0,
