@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use io_uring::squeue::SubmissionQueue;
 use io_uring::{opcode, types, IoUring, Probe};
 
 use super::{Counters, Request, Ring, COUNTERS};
@@ -88,13 +89,27 @@ impl Uring {
         })
     }
 
+    /// Runs `f` on the ring's submission queue, under `sq_lock`.
+    ///
+    /// The queue view must not outlive the lock: dropping it stores the tail it loaded, and a
+    /// view dropped after another thread has pushed (and the kernel has taken that entry) moves
+    /// the tail back behind the kernel's head. The kernel then counts the whole ring as queued
+    /// and submits stale entries again, with the `user_data` of operations long finished. Taking
+    /// the view only here, and dropping it before the guard, rules that out.
+    fn with_submission_queue<R>(&self, f: impl FnOnce(&mut SubmissionQueue<'_>) -> R) -> R {
+        let _guard = lock(&self.sq_lock);
+        // SAFETY: `sq_lock` is held until the view is dropped below, so no other submission
+        // view of this ring exists meanwhile.
+        let mut sq = unsafe { self.ring.submission_shared() };
+        let result = f(&mut sq);
+        drop(sq);
+        result
+    }
+
     /// Pushes one entry and enters the kernel to submit it, unless `may_defer` and the calling
     /// thread defers its submissions to this ring.
     fn push(&self, entry: io_uring::squeue::Entry, may_defer: bool) -> Result<()> {
-        {
-            let _guard = lock(&self.sq_lock);
-            // SAFETY: `sq_lock` is held, so no other submission view of this ring exists.
-            let mut sq = unsafe { self.ring.submission_shared() };
+        self.with_submission_queue(|sq| -> Result<()> {
             // SAFETY: the entry's pointers are valid until its completion (the caller's contract
             // on `Ring::submit`); the cancel and no-op entries carry no pointers.
             while unsafe { sq.push(&entry) }.is_err() {
@@ -103,7 +118,8 @@ impl Uring {
                 sq.sync();
             }
             Counters::bump(&COUNTERS.submissions);
-        }
+            Ok(())
+        })?;
         if may_defer && super::defers_to(self as *const Uring as *const ()) {
             return Ok(()); // this thread's next entry into the kernel on this ring submits it
         }
@@ -116,9 +132,7 @@ impl Uring {
 
     /// Whether entries wait in the submission queue.
     fn has_queued(&self) -> bool {
-        let _guard = lock(&self.sq_lock);
-        // SAFETY: `sq_lock` is held, so no other submission view of this ring exists.
-        !unsafe { self.ring.submission_shared() }.is_empty()
+        self.with_submission_queue(|sq| !sq.is_empty())
     }
 
     /// Enters the kernel: submits what is queued and waits for `want` completions, at most
