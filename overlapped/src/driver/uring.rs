@@ -280,3 +280,6 @@ impl Ring for Uring {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
