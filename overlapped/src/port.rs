@@ -173,7 +173,7 @@ impl<B: Send + 'static> CompletionPort<B> {
             n => n,
         };
         let inner = Arc::new(PortInner {
-            ring: driver::new_ring()?,
+            ring: driver::new_private_ring()?,
             concurrency,
             state: Mutex::new(PortState {
                 packets: VecDeque::new(),
