@@ -12,13 +12,13 @@
 //! routine, which runs on the calling thread in one of its alertable waits (S26–S30). If such a
 //! call fails at once, the object comes back in [`NotStarted`].
 
-use std::any::{Any, TypeId};
+use std::any::TypeId;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use crate::addr::RawAddr;
 use crate::alertable::{self, NotStarted, RoutineTicket};
-use crate::buf::{iovecs_for_recv, iovecs_for_send, IoBuf, IoBufMut, MAX_BUFFERS};
+use crate::buf::{iovecs_for_recv, iovecs_for_send, IoBuf, IoBufMut, IoVecs, MAX_BUFFERS};
 use crate::driver;
 use crate::engine;
 use crate::error::{codes, Error, Result};
@@ -30,7 +30,7 @@ use crate::socket::Socket;
 
 /// What an operation will do, worked out from its arguments before its buffers move.
 pub(crate) struct Plan {
-    pub(crate) iov: Vec<libc::iovec>,
+    pub(crate) iov: IoVecs,
     pub(crate) dir: Dir,
     pub(crate) stage: Stage,
     pub(crate) addr: Option<Box<RawAddr>>,
@@ -238,7 +238,7 @@ impl Socket {
             (None, Some(binding)) => {
                 // The packet hands the overlapped object to the worker that takes it, so the
                 // operation holds a handle to it until then.
-                let handle = ov.map(|ov| Box::new(ov.clone()) as Box<dyn Any + Send>);
+                let handle = ov.map(|ov| ov.clone().into_any());
                 let notify = Notify::Port {
                     sink: binding.sink.clone(),
                     key: binding.key,
