@@ -264,10 +264,16 @@ impl<B: Send + 'static> Overlapped<B> {
 }
 
 impl<B: Send + 'static> OvCore<B> {
-    /// Marks the object pending with `bufs`; resets its event (S21) unless the operation notifies
-    /// otherwise (a completion routine leaves the event alone, S22). A pending object is refused
-    /// (S13): `WSAEINVAL` with errno `EBUSY`, and `bufs` are dropped.
-    pub(crate) fn begin(&self, bufs: Vec<B>, reset_event: bool) -> Result<()> {
+    /// Marks the object pending with `bufs` and the operation `op` (remembered for cancellation);
+    /// resets its event (S21) unless the operation notifies otherwise (a completion routine leaves
+    /// the event alone, S22). A pending object is refused (S13): `WSAEINVAL` with errno `EBUSY`,
+    /// and `bufs` are dropped.
+    pub(crate) fn begin(
+        &self,
+        bufs: Vec<B>,
+        reset_event: bool,
+        op: Option<&Arc<Op>>,
+    ) -> Result<()> {
         {
             let mut st = lock(&self.state);
             if st.phase == Phase::Pending {
@@ -276,7 +282,7 @@ impl<B: Send + 'static> OvCore<B> {
             st.phase = Phase::Pending;
             st.bufs = Some(bufs);
             st.completion = None;
-            st.op = Weak::new();
+            st.op = op.map_or_else(Weak::new, Arc::downgrade);
         }
         if reset_event {
             if let Some(event) = &self.event {
@@ -284,14 +290,6 @@ impl<B: Send + 'static> OvCore<B> {
             }
         }
         Ok(())
-    }
-
-    /// Remembers the pending operation, for cancellation.
-    pub(crate) fn attach(&self, op: &Arc<Op>) {
-        let mut st = lock(&self.state);
-        if st.phase == Phase::Pending {
-            st.op = Arc::downgrade(op);
-        }
     }
 
     pub(crate) fn event(&self) -> Option<&Event> {
