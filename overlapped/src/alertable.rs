@@ -117,7 +117,7 @@ impl ThreadContext {
         Ok(ThreadContext {
             queue: Arc::new(ThreadQueue {
                 done: Mutex::new(VecDeque::new()),
-                ring: driver::new_ring()?,
+                ring: driver::new_private_ring()?,
             }),
             routines: RefCell::new(HashMap::new()),
             next_id: Cell::new(1),

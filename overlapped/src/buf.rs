@@ -81,8 +81,72 @@ unsafe impl IoBuf for &'static [u8] {
 /// The most buffers one operation may carry: Linux's `IOV_MAX`.
 pub const MAX_BUFFERS: usize = libc::UIO_MAXIOV as usize;
 
+/// An operation's I/O vectors. Most operations have one buffer: its vector is held inline, so
+/// that starting the operation allocates nothing for it.
+pub(crate) enum IoVecs {
+    /// No vector, or one.
+    Inline(Option<libc::iovec>),
+    /// Two or more.
+    Heap(Vec<libc::iovec>),
+}
+
+impl IoVecs {
+    /// No vectors.
+    pub(crate) fn new() -> IoVecs {
+        IoVecs::Inline(None)
+    }
+
+    /// One vector.
+    pub(crate) fn one(v: libc::iovec) -> IoVecs {
+        IoVecs::Inline(Some(v))
+    }
+
+    pub(crate) fn as_slice(&self) -> &[libc::iovec] {
+        match self {
+            IoVecs::Inline(v) => v.as_slice(),
+            IoVecs::Heap(vs) => vs,
+        }
+    }
+
+    pub(crate) fn as_mut_slice(&mut self) -> &mut [libc::iovec] {
+        match self {
+            IoVecs::Inline(v) => v.as_mut_slice(),
+            IoVecs::Heap(vs) => vs,
+        }
+    }
+}
+
+impl std::ops::Deref for IoVecs {
+    type Target = [libc::iovec];
+    fn deref(&self) -> &[libc::iovec] {
+        self.as_slice()
+    }
+}
+
+impl std::ops::DerefMut for IoVecs {
+    fn deref_mut(&mut self) -> &mut [libc::iovec] {
+        self.as_mut_slice()
+    }
+}
+
+impl FromIterator<libc::iovec> for IoVecs {
+    fn from_iter<I: IntoIterator<Item = libc::iovec>>(iter: I) -> IoVecs {
+        let mut iter = iter.into_iter();
+        let Some(first) = iter.next() else {
+            return IoVecs::new();
+        };
+        let Some(second) = iter.next() else {
+            return IoVecs::one(first);
+        };
+        let mut all = Vec::with_capacity(2 + iter.size_hint().0);
+        all.extend([first, second]);
+        all.extend(iter);
+        IoVecs::Heap(all)
+    }
+}
+
 /// The I/O vectors describing `bufs` for a send.
-pub(crate) fn iovecs_for_send<B: IoBuf>(bufs: &[B]) -> Vec<libc::iovec> {
+pub(crate) fn iovecs_for_send<B: IoBuf>(bufs: &[B]) -> IoVecs {
     bufs.iter()
         .map(|b| libc::iovec {
             iov_base: b.as_ptr() as *mut libc::c_void,
@@ -92,7 +156,7 @@ pub(crate) fn iovecs_for_send<B: IoBuf>(bufs: &[B]) -> Vec<libc::iovec> {
 }
 
 /// The I/O vectors describing `bufs` for a receive.
-pub(crate) fn iovecs_for_recv<B: IoBufMut>(bufs: &mut [B]) -> Vec<libc::iovec> {
+pub(crate) fn iovecs_for_recv<B: IoBufMut>(bufs: &mut [B]) -> IoVecs {
     bufs.iter_mut()
         .map(|b| libc::iovec {
             iov_base: b.as_mut_ptr() as *mut libc::c_void,

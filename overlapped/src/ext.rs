@@ -9,7 +9,7 @@ use std::fs::File;
 use std::net::SocketAddr;
 
 use crate::addr::RawAddr;
-use crate::buf::{iovecs_for_recv, iovecs_for_send, IoBuf, IoBufMut};
+use crate::buf::{iovecs_for_recv, iovecs_for_send, IoBuf, IoBufMut, IoVecs};
 use crate::engine;
 use crate::error::{codes, Error, Result};
 use crate::op::{Dir, Stage, Transmit};
@@ -73,7 +73,7 @@ impl Socket {
     /// S47): later sends fail with `WSAESHUTDOWN`, and the peer reads the end of the stream.
     pub fn disconnect_ex<B: IoBuf>(&self, ov: &Overlapped<B>) -> Result<Started> {
         let plan = Plan {
-            iov: Vec::new(),
+            iov: IoVecs::new(),
             dir: Dir::Write,
             stage: Stage::Disconnect,
             addr: None,
@@ -114,7 +114,7 @@ impl Socket {
             tail_iov,
         );
         let plan = Plan {
-            iov: Vec::new(),
+            iov: IoVecs::new(),
             dir: Dir::Write,
             stage: Stage::Transmit(Box::new(transmit)),
             addr: None,

@@ -4,12 +4,11 @@
 //! was given, else the port the socket is associated with, else the event of the overlapped
 //! object (if it has one).
 
-use std::any::Any;
 use std::sync::{Arc, Mutex};
 
 use crate::alertable::RoutineTicket;
 use crate::event::{lock, Event};
-use crate::overlapped::Completion;
+use crate::overlapped::{AnyOverlapped, Completion};
 use crate::port::PortSink;
 
 pub(crate) enum Notify {
@@ -21,7 +20,7 @@ pub(crate) enum Notify {
     Port {
         sink: Arc<dyn PortSink>,
         key: usize,
-        overlapped: Mutex<Option<Box<dyn Any + Send>>>,
+        overlapped: Mutex<Option<AnyOverlapped>>,
     },
 }
 

@@ -10,7 +10,9 @@
 //! Dropping the object while its operation is pending cancels the operation; the buffers stay
 //! with the operation until the kernel has let go of them, then are freed.
 
+use std::any::Any;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -85,6 +87,10 @@ pub struct Overlapped<B = Vec<u8>> {
     handle: Arc<OvHandle<B>>,
 }
 
+/// A handle to an overlapped object whose buffer type is known only at run time (the port a
+/// socket is associated with checks it).
+pub(crate) type AnyOverlapped = Arc<dyn Any + Send + Sync>;
+
 /// The user's side of the object: dropping the last one cancels a pending operation.
 struct OvHandle<B> {
     core: Arc<OvCore<B>>,
@@ -102,6 +108,9 @@ impl<B> Clone for Overlapped<B> {
 pub(crate) struct OvCore<B> {
     state: Mutex<OvState<B>>,
     finished: Condvar,
+    /// Threads were waiting when the last result was recorded: [`Target::wake_waiters`] must
+    /// wake them.
+    must_wake: AtomicBool,
     event: Option<Event>,
 }
 
@@ -144,6 +153,7 @@ impl<B: Send + 'static> Overlapped<B> {
                 waiting: 0,
             }),
             finished: Condvar::new(),
+            must_wake: AtomicBool::new(false),
             event,
         });
         Overlapped {
@@ -236,6 +246,17 @@ impl<B: Send + 'static> Overlapped<B> {
         }
     }
 
+    /// This handle, whatever its buffer type (no allocation: the handle is shared already).
+    pub(crate) fn into_any(self) -> AnyOverlapped {
+        self.handle
+    }
+
+    /// The handle [`Overlapped::into_any`] made, if its buffers are of type `B`.
+    pub(crate) fn from_any(any: AnyOverlapped) -> Option<Overlapped<B>> {
+        let handle = any.downcast::<OvHandle<B>>().ok()?;
+        Some(Overlapped { handle })
+    }
+
     /// The part the pending operation shares.
     pub(crate) fn core(&self) -> &Arc<OvCore<B>> {
         &self.handle.core
@@ -243,10 +264,16 @@ impl<B: Send + 'static> Overlapped<B> {
 }
 
 impl<B: Send + 'static> OvCore<B> {
-    /// Marks the object pending with `bufs`; resets its event (S21) unless the operation notifies
-    /// otherwise (a completion routine leaves the event alone, S22). A pending object is refused
-    /// (S13): `WSAEINVAL` with errno `EBUSY`, and `bufs` are dropped.
-    pub(crate) fn begin(&self, bufs: Vec<B>, reset_event: bool) -> Result<()> {
+    /// Marks the object pending with `bufs` and the operation `op` (remembered for cancellation);
+    /// resets its event (S21) unless the operation notifies otherwise (a completion routine leaves
+    /// the event alone, S22). A pending object is refused (S13): `WSAEINVAL` with errno `EBUSY`,
+    /// and `bufs` are dropped.
+    pub(crate) fn begin(
+        &self,
+        bufs: Vec<B>,
+        reset_event: bool,
+        op: Option<&Arc<Op>>,
+    ) -> Result<()> {
         {
             let mut st = lock(&self.state);
             if st.phase == Phase::Pending {
@@ -255,7 +282,7 @@ impl<B: Send + 'static> OvCore<B> {
             st.phase = Phase::Pending;
             st.bufs = Some(bufs);
             st.completion = None;
-            st.op = Weak::new();
+            st.op = op.map_or_else(Weak::new, Arc::downgrade);
         }
         if reset_event {
             if let Some(event) = &self.event {
@@ -263,14 +290,6 @@ impl<B: Send + 'static> OvCore<B> {
             }
         }
         Ok(())
-    }
-
-    /// Remembers the pending operation, for cancellation.
-    pub(crate) fn attach(&self, op: &Arc<Op>) {
-        let mut st = lock(&self.state);
-        if st.phase == Phase::Pending {
-            st.op = Arc::downgrade(op);
-        }
     }
 
     pub(crate) fn event(&self) -> Option<&Event> {
@@ -316,12 +335,17 @@ impl<B: Send> Target for OvCore<B> {
         st.phase = Phase::Done;
         st.completion = Some(completion);
         st.op = Weak::new();
+        // Under the lock, a waiter has either seen the result or is counted and asleep (a later
+        // one sees the result). Waking costs a system call, so it is made only when someone waits.
+        if st.waiting > 0 {
+            self.must_wake.store(true, Ordering::Relaxed);
+        }
     }
 
     fn wake_waiters(&self) {
-        // Under the lock, a waiter has either seen the result or is counted and asleep; waking
-        // costs a system call, so it is made only when someone waits.
-        if lock(&self.state).waiting > 0 {
+        // The waiters counted by `record` are asleep on the condition variable, or on their way
+        // back from it to the lock, where they see the result.
+        if self.must_wake.swap(false, Ordering::Relaxed) {
             self.finished.notify_all();
         }
     }

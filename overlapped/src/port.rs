@@ -15,7 +15,7 @@
 //! Packets come out in the order they were queued (S39, S40). Closing the port wakes every
 //! waiter with `ERROR_ABANDONED_WAIT_0` (S41).
 
-use std::any::{Any, TypeId};
+use std::any::TypeId;
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, Weak};
@@ -25,7 +25,7 @@ use crate::alertable;
 use crate::driver::{self, Ring};
 use crate::error::{codes, Error, Result};
 use crate::event::{lock, Waiter};
-use crate::overlapped::{Completion, Overlapped};
+use crate::overlapped::{AnyOverlapped, Completion, Overlapped};
 use crate::socket::Socket;
 
 /// How long an alertable get waits in the port's ring before looking at its own routines.
@@ -109,7 +109,7 @@ struct PortState<B> {
 /// The port as a socket's operations see it, whatever its buffer type.
 pub(crate) trait PortSink: Send + Sync {
     /// Queues the packet of a finished operation.
-    fn post_completion(&self, key: usize, completion: Completion, ov: Option<Box<dyn Any + Send>>);
+    fn post_completion(&self, key: usize, completion: Completion, ov: Option<AnyOverlapped>);
     /// The ring the socket's operations run on.
     fn ring(&self) -> Arc<dyn Ring>;
     /// The buffer type of the port's overlapped objects.
@@ -173,7 +173,7 @@ impl<B: Send + 'static> CompletionPort<B> {
             n => n,
         };
         let inner = Arc::new(PortInner {
-            ring: driver::new_ring()?,
+            ring: driver::new_private_ring()?,
             concurrency,
             state: Mutex::new(PortState {
                 packets: VecDeque::new(),
@@ -242,17 +242,19 @@ impl<B: Send + 'static> CompletionPort<B> {
     /// Takes one packet (`GetQueuedCompletionStatus`, S37), waiting at most `timeout` (`None`:
     /// forever). `WAIT_TIMEOUT` when none came; `ERROR_ABANDONED_WAIT_0` once the port is closed.
     pub fn get(&self, timeout: Option<Duration>) -> Result<Packet<B>> {
-        match self.handle.inner.get(1, timeout, false)? {
-            PortWait::Packets(mut packets) => Ok(packets.remove(0)),
-            PortWait::IoCompletion => unreachable!("a non-alertable get runs no routine"),
+        let take = |queue: &mut VecDeque<Packet<B>>, _: usize| queue.pop_front();
+        match self.handle.inner.get(1, timeout, false, take)? {
+            Got::Packets(Some(packet)) => Ok(packet),
+            Got::Packets(None) => unreachable!("a get takes packets only when there are some"),
+            Got::IoCompletion => unreachable!("a non-alertable get runs no routine"),
         }
     }
 
     /// Takes up to `max` packets at once, in order (`GetQueuedCompletionStatusEx`, S40).
     pub fn get_many(&self, max: usize, timeout: Option<Duration>) -> Result<Vec<Packet<B>>> {
-        match self.handle.inner.get(max.max(1), timeout, false)? {
-            PortWait::Packets(packets) => Ok(packets),
-            PortWait::IoCompletion => unreachable!("a non-alertable get runs no routine"),
+        match self.handle.inner.get(max.max(1), timeout, false, drain)? {
+            Got::Packets(packets) => Ok(packets),
+            Got::IoCompletion => unreachable!("a non-alertable get runs no routine"),
         }
     }
 
@@ -265,7 +267,14 @@ impl<B: Send + 'static> CompletionPort<B> {
         timeout: Option<Duration>,
         alertable: bool,
     ) -> Result<PortWait<B>> {
-        self.handle.inner.get(max.max(1), timeout, alertable)
+        match self
+            .handle
+            .inner
+            .get(max.max(1), timeout, alertable, drain)?
+        {
+            Got::Packets(packets) => Ok(PortWait::Packets(packets)),
+            Got::IoCompletion => Ok(PortWait::IoCompletion),
+        }
     }
 
     /// Closes the port: waiting threads wake with `ERROR_ABANDONED_WAIT_0` (S41), and packets
@@ -273,6 +282,17 @@ impl<B: Send + 'static> CompletionPort<B> {
     pub fn close(&self) {
         self.handle.inner.close();
     }
+}
+
+/// Takes the first `n` packets of the queue, in order.
+fn drain<B>(queue: &mut VecDeque<Packet<B>>, n: usize) -> Vec<Packet<B>> {
+    queue.drain(..n).collect()
+}
+
+/// What a wait on the port got: what `take` made of the packets, or routines ran.
+enum Got<T> {
+    Packets(T),
+    IoCompletion,
 }
 
 impl<B> std::fmt::Debug for CompletionPort<B> {
@@ -328,33 +348,43 @@ impl<B: Send + 'static> PortInner<B> {
         true
     }
 
-    fn get(
+    /// Waits for packets; `take(queue, n)` takes the `n` this thread may have (at least one).
+    fn get<T>(
         self: &Arc<Self>,
         max: usize,
         timeout: Option<Duration>,
         alertable: bool,
-    ) -> Result<PortWait<B>> {
-        let got = self.wait_for_packets(max, timeout, alertable);
-        if !matches!(got, Ok(PortWait::Packets(_))) {
+        take: impl FnOnce(&mut VecDeque<Packet<B>>, usize) -> T,
+    ) -> Result<Got<T>> {
+        let got = self.wait_for_packets(max, timeout, alertable, take);
+        if !matches!(got, Ok(Got::Packets(_))) {
             // No turn on the port: nothing this thread starts now may wait for a next get.
             driver::defer_submissions(None);
         }
         got
     }
 
-    fn wait_for_packets(
+    fn wait_for_packets<T>(
         self: &Arc<Self>,
         max: usize,
         timeout: Option<Duration>,
         alertable: bool,
-    ) -> Result<PortWait<B>> {
-        self.end_turn_of_current_thread();
+        take: impl FnOnce(&mut VecDeque<Packet<B>>, usize) -> T,
+    ) -> Result<Got<T>> {
+        // A turn on this port ends below, under the lock the wait takes anyway; a turn on
+        // another port ends now.
+        let mut turn_here = self.end_turn_of_current_thread();
+        let mut leaving = turn_here.is_some();
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut waiter: Option<Arc<Waiter>> = None;
         // Woken by a wake that counted on this thread to take a packet (see `waking`).
         let mut sent_for = false;
         loop {
             let mut st = lock(&self.state);
+            if leaving {
+                leaving = false;
+                self.leave_locked(&mut st);
+            }
             if sent_for {
                 st.waking = st.waking.saturating_sub(1);
             }
@@ -371,26 +401,22 @@ impl<B: Send + 'static> PortInner<B> {
             sent_for = false;
             if mine > 0 && st.running < self.concurrency {
                 let n = max.min(mine);
-                let packets: Vec<Packet<B>> = st.packets.drain(..n).collect();
+                let packets = take(&mut st.packets, n);
                 st.running += 1;
                 // Someone must take the rest, or wait in the ring now that this thread leaves.
                 if self.unclaimed(&st) || (st.leader.is_none() && st.waking == 0) {
                     self.wake_one(&mut st);
                 }
                 drop(st);
-                self.start_turn_of_current_thread();
-                // What the worker starts while it handles these enters the kernel at once. Workers
-                // used to leave their submissions queued for their next wait (one entry into the
-                // kernel for many), but with several workers on one ring that has been seen to
-                // corrupt buffers, rarely and for a reason not yet found (README, "Known
-                // problem"); without it the failure has not been seen.
-                driver::defer_submissions(None);
-                return Ok(PortWait::Packets(packets));
+                self.start_turn_of_current_thread(turn_here.take());
+                // What the worker starts while it handles these goes in with its next get.
+                driver::defer_submissions(Some(&self.ring));
+                return Ok(Got::Packets(packets));
             }
             if alertable {
                 drop(st);
                 if alertable::run_routines_now()? > 0 {
-                    return Ok(PortWait::IoCompletion);
+                    return Ok(Got::IoCompletion);
                 }
                 st = lock(&self.state);
             }
@@ -404,8 +430,8 @@ impl<B: Send + 'static> PortInner<B> {
             if st.leader.is_none() {
                 st.leader = Some(ThreadToken::current());
                 drop(st);
-                // What this thread deferred elsewhere goes in now; it defers nothing to this ring.
-                driver::defer_submissions(None);
+                // Deferred submissions to this ring go in with the wait; others go in now.
+                driver::defer_submissions(Some(&self.ring));
                 let slice = match alertable {
                     true => Some(remaining.map_or(ALERTABLE_SLICE, |r| r.min(ALERTABLE_SLICE))),
                     false => remaining,
@@ -444,22 +470,36 @@ impl<B: Send + 'static> PortInner<B> {
     }
 
     /// Ends the calling thread's running turn on whatever port it had one (it asks for a packet
-    /// again, or waits elsewhere).
-    fn end_turn_of_current_thread(&self) {
-        let running = RUNNING.try_with(|r| r.borrow_mut().take()).ok().flatten();
-        if let Some(port) = running.and_then(|r| r.port.upgrade()) {
+    /// again, or waits elsewhere) — except on this port: that turn is returned, for the caller
+    /// to end under the port's lock ([`PortInner::leave_locked`]).
+    fn end_turn_of_current_thread(&self) -> Option<Running> {
+        let running = RUNNING.try_with(|r| r.borrow_mut().take()).ok().flatten()?;
+        if std::ptr::addr_eq(running.port.as_ptr(), self as *const Self) {
+            return Some(running);
+        }
+        if let Some(port) = running.port.upgrade() {
             port.leave(false);
         }
+        None
     }
 
-    fn start_turn_of_current_thread(self: &Arc<Self>) {
-        let me: Arc<dyn RunningCount> = self.clone();
-        LEAVE_ON_EXIT.with(|_| ());
-        RUNNING.with(|r| {
-            *r.borrow_mut() = Some(Running {
-                port: Arc::downgrade(&me),
-            })
+    /// Counts the calling thread as running on this port; `turn` is its last one here, if the
+    /// caller has it, to be reused.
+    fn start_turn_of_current_thread(self: &Arc<Self>, turn: Option<Running>) {
+        let turn = turn.unwrap_or_else(|| {
+            let me: Weak<Self> = Arc::downgrade(self);
+            Running { port: me }
         });
+        LEAVE_ON_EXIT.with(|_| ());
+        RUNNING.with(|r| *r.borrow_mut() = Some(turn));
+    }
+
+    /// Ends a thread's turn, the port's lock held.
+    fn leave_locked(&self, st: &mut PortState<B>) {
+        st.running = st.running.saturating_sub(1);
+        if self.unclaimed(st) {
+            self.wake_one(st);
+        }
     }
 }
 
@@ -468,17 +508,13 @@ impl<B: Send + 'static> RunningCount for PortInner<B> {
         if exiting {
             let _ = self.ring.flush();
         }
-        let mut st = lock(&self.state);
-        st.running = st.running.saturating_sub(1);
-        if self.unclaimed(&st) {
-            self.wake_one(&mut st);
-        }
+        self.leave_locked(&mut lock(&self.state));
     }
 }
 
 impl<B: Send + 'static> PortSink for PortInner<B> {
-    fn post_completion(&self, key: usize, c: Completion, ov: Option<Box<dyn Any + Send>>) {
-        let overlapped = ov.and_then(|ov| ov.downcast::<Overlapped<B>>().ok().map(|ov| *ov));
+    fn post_completion(&self, key: usize, c: Completion, ov: Option<AnyOverlapped>) {
+        let overlapped = ov.and_then(Overlapped::from_any);
         self.push(Packet {
             bytes: c.bytes,
             key,

@@ -12,13 +12,13 @@
 //! routine, which runs on the calling thread in one of its alertable waits (S26–S30). If such a
 //! call fails at once, the object comes back in [`NotStarted`].
 
-use std::any::{Any, TypeId};
+use std::any::TypeId;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use crate::addr::RawAddr;
 use crate::alertable::{self, NotStarted, RoutineTicket};
-use crate::buf::{iovecs_for_recv, iovecs_for_send, IoBuf, IoBufMut, MAX_BUFFERS};
+use crate::buf::{iovecs_for_recv, iovecs_for_send, IoBuf, IoBufMut, IoVecs, MAX_BUFFERS};
 use crate::driver;
 use crate::engine;
 use crate::error::{codes, Error, Result};
@@ -30,7 +30,7 @@ use crate::socket::Socket;
 
 /// What an operation will do, worked out from its arguments before its buffers move.
 pub(crate) struct Plan {
-    pub(crate) iov: Vec<libc::iovec>,
+    pub(crate) iov: IoVecs,
     pub(crate) dir: Dir,
     pub(crate) stage: Stage,
     pub(crate) addr: Option<Box<RawAddr>>,
@@ -210,35 +210,51 @@ impl Socket {
         plan: Plan,
         routine: Option<RoutineTicket>,
     ) -> Result<Started> {
-        let count = bufs.len();
-        core.begin(bufs, routine.is_none())?;
-        let fail = |error: Error| {
-            core.record(Completion::failed(error, 0));
-            core.wake_waiters();
-            Err(error)
-        };
-        let linux_flags = if count == 0 && plan.needs_buffers {
-            return fail(Error::new(codes::WSAEINVAL)); // S6: a buffer count of 0.
-        } else if count > MAX_BUFFERS {
-            return fail(Error::with_errno(codes::WSAEINVAL, libc::EMSGSIZE)); // S6: over IOV_MAX.
-        } else {
-            match plan.linux_flags {
-                Ok(f) => f,
-                Err(error) => return fail(error),
+        let reset_event = routine.is_none();
+        // The operation is made before the object is marked pending, so that one lock does both.
+        // An operation refused here still marks it (a pending object's refusal, S13, comes
+        // first), then records the error with the buffers (S4).
+        let op = match self.make_op(core, ov, bufs.len(), plan, routine) {
+            Ok(op) => op,
+            Err(error) => {
+                core.begin(bufs, reset_event, None)?;
+                core.record(Completion::failed(error, 0));
+                core.wake_waiters();
+                return Err(error);
             }
+        };
+        core.begin(bufs, reset_event, Some(&op))?;
+        engine::start(op)
+    }
+
+    /// The operation `start` starts: where it notifies, on which ring; or why it cannot start.
+    fn make_op<B: Send + 'static>(
+        &self,
+        core: &Arc<OvCore<B>>,
+        ov: Option<&Overlapped<B>>,
+        count: usize,
+        plan: Plan,
+        routine: Option<RoutineTicket>,
+    ) -> Result<Arc<Op>> {
+        let linux_flags = if count == 0 && plan.needs_buffers {
+            return Err(Error::new(codes::WSAEINVAL)); // S6: a buffer count of 0.
+        } else if count > MAX_BUFFERS {
+            return Err(Error::with_errno(codes::WSAEINVAL, libc::EMSGSIZE)); // S6: over IOV_MAX.
+        } else {
+            plan.linux_flags?
         };
         let port = self.inner.port.get();
         let (ring, notify) = match (routine, port) {
             // S32: a socket associated with a port refuses a completion routine.
-            (Some(_), Some(_)) => return fail(Error::new(codes::WSAEINVAL)),
+            (Some(_), Some(_)) => return Err(Error::new(codes::WSAEINVAL)),
             (Some(ticket), None) => (ticket.ring(), Notify::Routine(ticket)),
             (None, Some(binding)) if binding.sink.buffer_type() != TypeId::of::<B>() => {
-                return fail(Error::new(codes::WSAEINVAL)); // the port's buffers are another type
+                return Err(Error::new(codes::WSAEINVAL)); // the port's buffers are another type
             }
             (None, Some(binding)) => {
                 // The packet hands the overlapped object to the worker that takes it, so the
                 // operation holds a handle to it until then.
-                let handle = ov.map(|ov| Box::new(ov.clone()) as Box<dyn Any + Send>);
+                let handle = ov.map(|ov| ov.clone().into_any());
                 let notify = Notify::Port {
                     sink: binding.sink.clone(),
                     key: binding.key,
@@ -246,12 +262,12 @@ impl Socket {
                 };
                 (binding.sink.ring(), notify)
             }
-            (None, None) => match driver::shared_ring() {
-                Ok(ring) => (ring.clone(), Notify::Event(core.event().cloned())),
-                Err(error) => return fail(error),
-            },
+            (None, None) => (
+                driver::shared_ring()?.clone(),
+                Notify::Event(core.event().cloned()),
+            ),
         };
-        let op = Arc::new(Op::new(OpParts {
+        Ok(Arc::new(Op::new(OpParts {
             sock: self.inner.clone(),
             ring,
             dir: plan.dir,
@@ -261,8 +277,6 @@ impl Socket {
             iov: plan.iov,
             addr: plan.addr,
             linux_flags,
-        }));
-        core.attach(&op);
-        engine::start(op)
+        })))
     }
 }

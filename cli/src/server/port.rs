@@ -19,6 +19,7 @@
 //! posted instead: one system call less per message, one buffer held per idle connection.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread;
@@ -90,7 +91,7 @@ pub fn serve(listener: Socket, tuning: Tuning, verbose: bool) -> Outcome<()> {
         port,
         listener,
         accepts: Mutex::new(Vec::new()),
-        conns: RwLock::new(HashMap::new()),
+        conns: RwLock::new(HashMap::default()),
         next_key: AtomicUsize::new(LISTENER_KEY + 1),
         pool: Mutex::new(Vec::new()),
         pinned,
@@ -122,7 +123,7 @@ struct Server {
     listener: Socket,
     /// Pending accepts: the socket each one fills, with its overlapped object.
     accepts: Mutex<Vec<(Socket, Overlapped)>>,
-    conns: RwLock<HashMap<usize, Arc<Conn>>>,
+    conns: RwLock<HashMap<usize, Arc<Conn>, BuildHasherDefault<KeyHasher>>>,
     next_key: AtomicUsize,
     /// Receive buffers not in use: only connections with data in hand hold one.
     pool: Mutex<Vec<Vec<u8>>>,
@@ -360,6 +361,32 @@ impl Server {
             None if self.verbose => println!("connection {key}: closed by the peer"),
             _ => {}
         }
+    }
+}
+
+/// Hashes a connection's key, looked up for every packet: keys are distinct numbers handed out
+/// in turn, which one multiplication spreads over the table (a keyed hash guards against keys
+/// chosen by an attacker, and these are not).
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64((self.0 << 8) | u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
     }
 }
 

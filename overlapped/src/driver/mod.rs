@@ -399,9 +399,20 @@ pub fn backend_info() -> Result<BackendInfo> {
 
 /// A new ring of the selected backend, reaped by whoever calls its `reap`.
 pub(crate) fn new_ring() -> Result<Arc<dyn Ring>> {
+    new_ring_of(false)
+}
+
+/// A new ring that the threads submitting to it also reap (a port's workers, a thread's
+/// alertable waits): the kernel may finish a request at its submitter's next entry into the
+/// kernel instead of interrupting it (io_uring's cooperative task running).
+pub(crate) fn new_private_ring() -> Result<Arc<dyn Ring>> {
+    new_ring_of(true)
+}
+
+fn new_ring_of(private: bool) -> Result<Arc<dyn Ring>> {
     let info = backend_info()?;
     match info.kind {
-        BackendKind::IoUring => Ok(Arc::new(uring::Uring::new()?)),
+        BackendKind::IoUring => Ok(Arc::new(uring::Uring::new(private)?)),
         BackendKind::Epoll => Ok(Arc::new(epoll::Epoll::new()?)),
     }
 }

@@ -5,9 +5,14 @@
 //! completions and delivers each one to [`crate::engine::complete`]; another thread wakes it by
 //! submitting a no-op.
 //!
-//! Rings are set up without `COOP_TASKRUN`: the kernel runs a request's completion work in the
-//! submitting thread's context, and with cooperative task running it would wait until that
-//! thread entered the kernel again, which an event-model program may never do.
+//! The kernel runs a request's completion work in the submitting thread's context. By default it
+//! interrupts that thread if it is running (an inter-processor interrupt) so that the work is done
+//! at once. The shared ring keeps that: an event-model program may compute for a long time without
+//! entering the kernel, and its events must still be signalled. Private rings (a port's, a
+//! thread's for its routines) are set up with `COOP_TASKRUN`: their submitters are the threads
+//! that reap them, which enter the kernel for their next wait anyway, so the work waits for that
+//! entry (or any other: a system call, a tick, a sleep, which the work still interrupts) and the
+//! interrupts are saved. Kernels older than 5.19 lack the flag and get the default.
 
 use std::io;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -77,10 +82,20 @@ pub(crate) struct Uring {
 }
 
 impl Uring {
-    pub(crate) fn new() -> Result<Uring> {
-        let ring = IoUring::builder()
-            .setup_cqsize(CQ_ENTRIES)
-            .build(SQ_ENTRIES)?;
+    /// A ring; `private` if the threads that submit to it are the ones that reap it (see the
+    /// module docs).
+    pub(crate) fn new(private: bool) -> Result<Uring> {
+        let mut builder = IoUring::builder();
+        builder.setup_cqsize(CQ_ENTRIES);
+        let ring = match private {
+            true => match builder.clone().setup_coop_taskrun().build(SQ_ENTRIES) {
+                Ok(ring) => ring,
+                // A kernel that does not know the flag (before 5.19).
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => builder.build(SQ_ENTRIES)?,
+                Err(e) => return Err(e.into()),
+            },
+            false => builder.build(SQ_ENTRIES)?,
+        };
         Ok(Uring {
             ring,
             sq_lock: Mutex::new(()),

@@ -10,12 +10,13 @@ use std::sync::Arc;
 
 use super::stage::Stage;
 use crate::addr::RawAddr;
+use crate::buf::IoVecs;
 use crate::driver::{nonblocking, Request};
 use crate::socket::SockInner;
 
 pub(super) struct OpIo {
     pub(super) stage: Stage,
-    pub(super) iov: Vec<libc::iovec>,
+    pub(super) iov: IoVecs,
     /// The first I/O vector not yet fully transferred.
     pub(super) first: usize,
     msg: libc::msghdr,
@@ -44,7 +45,7 @@ unsafe impl Send for OpIo {}
 impl OpIo {
     pub(super) fn new(
         stage: Stage,
-        iov: Vec<libc::iovec>,
+        iov: IoVecs,
         addr: Option<Box<RawAddr>>,
         linux_flags: i32,
     ) -> OpIo {
@@ -77,7 +78,7 @@ impl OpIo {
     pub(super) fn set_piece(&mut self, piece: libc::iovec) {
         self.moved_before += self.done;
         self.total = piece.iov_len;
-        self.iov = vec![piece];
+        self.iov = IoVecs::one(piece);
         self.first = 0;
         self.done = 0;
     }

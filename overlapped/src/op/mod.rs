@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::addr::RawAddr;
+use crate::buf::IoVecs;
 use crate::driver::{Request, Ring};
 use crate::error::codes;
 use crate::event::lock;
@@ -86,7 +87,7 @@ pub(crate) struct OpParts {
     pub(crate) stage: Stage,
     pub(crate) target: Arc<dyn Target>,
     pub(crate) notify: Notify,
-    pub(crate) iov: Vec<libc::iovec>,
+    pub(crate) iov: IoVecs,
     pub(crate) addr: Option<Box<RawAddr>>,
     pub(crate) linux_flags: i32,
 }

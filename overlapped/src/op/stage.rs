@@ -12,6 +12,7 @@ use std::sync::Arc;
 use super::io::OpIo;
 use super::Step;
 use crate::addr::RawAddr;
+use crate::buf::IoVecs;
 use crate::error::{codes, Error};
 use crate::flags;
 use crate::overlapped::Completion;
@@ -139,7 +140,7 @@ impl OpIo {
         if let Stage::Transmit(t) = &mut self.stage {
             // A read error here shows again, and is reported, when the next piece is read.
             let first = t.next_piece().ok().flatten();
-            self.iov.clear();
+            self.iov = IoVecs::new();
             self.total = 0;
             if let Some(piece) = first {
                 self.set_piece(piece);

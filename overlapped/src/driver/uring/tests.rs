@@ -29,7 +29,7 @@ fn drain(ring: &Uring) -> usize {
 /// Either way the number of completions would differ from the number of entries pushed.
 #[test]
 fn looking_at_the_queue_while_others_push_neither_loses_nor_repeats_entries() {
-    let ring = Arc::new(Uring::new().expect("an io_uring"));
+    let ring = Arc::new(Uring::new(false).expect("an io_uring"));
     let done = Arc::new(AtomicBool::new(false));
     let lookers: Vec<_> = (0..2)
         .map(|_| {
