@@ -77,8 +77,8 @@ pub(crate) fn start(op: Arc<Op>) -> Result<Started> {
         dir.waiting.push_back(op);
         return Ok(Started::Pending);
     }
-    // A thread that defers its submissions to the operation's ring (a thread running its
-    // routines) is about to enter the kernel on that ring: the kernel makes the first
+    // A thread that defers its submissions to the operation's ring (a port's worker, a thread
+    // running its routines) is about to enter the kernel on that ring: the kernel makes the first
     // attempt then, with everything else that thread started, and saves a system call each —
     // unless a zero-byte receive just said that data is waiting for this receive.
     let deferred = driver::defers_to(Arc::as_ptr(&op.ring) as *const ());

@@ -379,12 +379,8 @@ impl<B: Send + 'static> PortInner<B> {
                 }
                 drop(st);
                 self.start_turn_of_current_thread();
-                // What the worker starts while it handles these enters the kernel at once. Workers
-                // used to leave their submissions queued for their next wait (one entry into the
-                // kernel for many), but with several workers on one ring that has been seen to
-                // corrupt buffers, rarely and for a reason not yet found (README, "Known
-                // problem"); without it the failure has not been seen.
-                driver::defer_submissions(None);
+                // What the worker starts while it handles these goes in with its next get.
+                driver::defer_submissions(Some(&self.ring));
                 return Ok(PortWait::Packets(packets));
             }
             if alertable {
@@ -404,8 +400,8 @@ impl<B: Send + 'static> PortInner<B> {
             if st.leader.is_none() {
                 st.leader = Some(ThreadToken::current());
                 drop(st);
-                // What this thread deferred elsewhere goes in now; it defers nothing to this ring.
-                driver::defer_submissions(None);
+                // Deferred submissions to this ring go in with the wait; others go in now.
+                driver::defer_submissions(Some(&self.ring));
                 let slice = match alertable {
                     true => Some(remaining.map_or(ALERTABLE_SLICE, |r| r.min(ALERTABLE_SLICE))),
                     false => remaining,
