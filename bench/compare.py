@@ -91,6 +91,20 @@ def servers(bin_dir):
     return found
 
 
+def with_baseline(names, commands, ours, baseline):
+    """`names` with, after each server that runs our binary `ours`, the same server run with
+    the `baseline` binary instead, named NAME@base (added to `commands`)."""
+    if not os.access(baseline, os.X_OK):
+        sys.exit(f"--baseline {baseline}: not an executable")
+    out = []
+    for name in names:
+        out.append(name)
+        if ours in commands[name]:
+            commands[name + "@base"] = [baseline if c == ours else c for c in commands[name]]
+            out.append(name + "@base")
+    return out
+
+
 def split_env(cmd):
     """`["A=1", "prog", "arg"]` -> `({"A": "1"}, ["prog", "arg"])`: the leading `NAME=value`
     items of a server command are its environment."""
@@ -348,6 +362,9 @@ def main():
     p.add_argument("--size", type=int, default=64, help="message bytes")
     p.add_argument("--servers", help="comma-separated subset of the servers to run")
     p.add_argument("--no-build", action="store_true", help="use the binaries as they are")
+    p.add_argument("--baseline", metavar="BIN",
+                   help="another build of `overlapped` (before a change, say): each of our "
+                        "selected servers also runs with it, as NAME@base, in the same rounds")
     p.add_argument("--json", help="write every run and the summaries to this file")
     p.add_argument("--svg", help="write the paced CPU-per-message plot to this file")
     p.add_argument("--replot", metavar="JSON",
@@ -363,6 +380,8 @@ def main():
     args.bench_bin = os.path.join(bin_dir, "overlapped")
     commands = servers(bin_dir)
     names = select(commands, args.servers)
+    if args.baseline:
+        names = with_baseline(names, commands, args.bench_bin, os.path.abspath(args.baseline))
     use_perf = perf_usable()
     print(f"servers: {', '.join(names)}; perf syscall counting: "
           f"{'yes' if use_perf else 'n/a'}", file=sys.stderr)
