@@ -11,8 +11,10 @@ use std::collections::HashSet;
 use std::net::Shutdown;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 use overlapped::{codes, sleep_ex, Event, Overlapped, Socket, Started, WaitExResult};
@@ -117,6 +119,53 @@ fn s36_packet_hands_back_the_object_the_caller_dropped() {
         );
         assert_eq!(read_exact(&mut peer, 3), b"out");
         assert_no_packet(&port);
+    });
+}
+
+/// S36: a packet does not wait for the thread that started its operation. That thread computes,
+/// making no system call, while a worker waits on the port and the data arrives; the packet
+/// reaches the worker before the computing stops. (On io_uring the kernel finishes a request in
+/// the context of the thread that submitted it; the port's ring lets it wait for that thread's
+/// next entry into the kernel, and a thread that makes none must not hold the packet back.)
+#[test]
+fn s36_a_packet_does_not_wait_for_the_issuing_thread_to_enter_the_kernel() {
+    on_every_backend!(|| {
+        let port = new_port(1);
+        let (sock, mut peer) = tcp_pair_std();
+        port.associate(&sock, 9).unwrap();
+        let worker = {
+            let port = port.clone();
+            thread::spawn(move || port.get(Some(Duration::from_secs(10))))
+        };
+        eventually("the worker waits on the port", || {
+            port.waiting_threads() == 1
+        });
+        let (started, delivered) = (Event::new(), Arc::new(AtomicBool::new(false)));
+        let issuer = {
+            let (started, delivered) = (started.clone(), delivered.clone());
+            thread::spawn(move || {
+                let ov = Overlapped::new();
+                assert_eq!(sock.recv(&ov, vec![vec![0; 16]], 0), Ok(Started::Pending));
+                started.set();
+                // Compute until the worker has the packet, at most 5 s; reading the clock makes
+                // no system call (vDSO).
+                let since = Instant::now();
+                while !delivered.load(Ordering::Acquire) && since.elapsed() < Duration::from_secs(5)
+                {
+                    std::hint::spin_loop();
+                }
+                delivered.load(Ordering::Acquire)
+            })
+        };
+        started.wait(Some(TIMEOUT));
+        write_all(&mut peer, b"ping");
+        let packet = worker.join().unwrap().expect("a packet");
+        delivered.store(true, Ordering::Release);
+        assert_eq!((packet.key, packet.bytes, packet.error), (9, 4, None));
+        assert!(
+            issuer.join().unwrap(),
+            "the packet came only after the issuing thread stopped computing"
+        );
     });
 }
 
