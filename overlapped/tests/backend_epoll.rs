@@ -5,11 +5,14 @@
 //! binary: the parent re-runs the `child` test with `ROLE_VAR` naming the case, and checks that
 //! the child played it to the end.
 
+use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::process::Command;
 use std::time::Duration;
 
-use overlapped::{backend_info, codes, stats, BackendKind, Event, Overlapped, Socket, Started};
+use overlapped::{
+    backend_info, codes, stats, BackendKind, CompletionPort, Event, Overlapped, Socket, Started,
+};
 
 const BACKEND_VAR: &str = "OVERLAPPED_BACKEND";
 /// Tells a child process which case to play.
@@ -58,12 +61,19 @@ fn cancel_racing_with_data_loses_nothing_on_epoll() {
     run_role("cancel-race", &[(BACKEND_VAR, "epoll")], &[]);
 }
 
-/// A receive on a socket that the ring found drained, with nothing arrived since, waits without
-/// a single system call: no attempt bound to fail, no registration (the socket keeps the one it
-/// has). It completes when data comes.
+/// A receive on a socket that a port's ring found drained, with nothing arrived since, waits
+/// without a single system call: no attempt bound to fail, no registration (the socket keeps
+/// the one it has). It completes when data comes.
 #[test]
 fn a_receive_on_a_drained_socket_waits_without_a_system_call() {
     run_role("drained", &[(BACKEND_VAR, "epoll")], &[]);
+}
+
+/// Data arriving on an event-model socket with nothing pending does not wake the thread that
+/// reaps the shared ring: that ring arms a socket's registration only while a request waits.
+#[test]
+fn arrivals_on_an_idle_socket_do_not_wake_the_shared_ring() {
+    run_role("idle-arrivals", &[(BACKEND_VAR, "epoll")], &[]);
 }
 
 /// A socket closed while the ring watched it, and a new one given the same descriptor number:
@@ -128,6 +138,10 @@ fn child() {
         "drained" => {
             assert_eq!(backend_info().unwrap().kind, BackendKind::Epoll);
             receive_on_drained_socket();
+        }
+        "idle-arrivals" => {
+            assert_eq!(backend_info().unwrap().kind, BackendKind::Epoll);
+            arrivals_on_idle_socket();
         }
         "reused-number" => {
             assert_eq!(backend_info().unwrap().kind, BackendKind::Epoll);
@@ -279,11 +293,17 @@ fn receive_posted_before_data(sock: &Socket, peer: &Socket, data: &[u8]) -> Vec<
 }
 
 fn receive_on_drained_socket() {
+    let port: CompletionPort = CompletionPort::new(1).unwrap();
     let (sock, peer) = tcp_pair();
+    port.associate(&sock, 1).unwrap();
+    let mut peer = peer.into_tcp_stream().map_err(|(e, _)| e).unwrap();
     // Read short by the ring: the socket is known to be drained.
-    assert_eq!(receive_posted_before_data(&sock, &peer, b"first"), b"first");
+    let ov = Overlapped::new();
+    let started = sock.recv(&ov, vec![vec![0u8; 64]], 0).unwrap();
+    assert_eq!(started, Started::Pending, "nothing was sent yet");
+    peer.write_all(b"first").unwrap();
+    assert_eq!(port.get(Some(TIMEOUT)).unwrap().result(), Ok(5));
     let before = stats();
-    let ov = Overlapped::with_event(Event::new());
     let started = sock.recv(&ov, vec![vec![0u8; 64]], 0).unwrap();
     let after = stats();
     assert_eq!(started, Started::Pending);
@@ -291,11 +311,36 @@ fn receive_on_drained_socket() {
         after.kernel_entries, before.kernel_entries,
         "no system call to start a receive on a drained socket"
     );
-    let peer_ov = Overlapped::with_event(Event::new());
-    let sent = peer.send(&peer_ov, vec![b"second".to_vec()], 0).unwrap();
-    assert_eq!(finished(&peer_ov, sent), 6);
-    let n = finished(&ov, Started::Pending);
+    peer.write_all(b"second").unwrap();
+    let n = port.get(Some(TIMEOUT)).unwrap().result().unwrap();
     assert_eq!(&ov.take_buffers().unwrap()[0][..n], b"second");
+}
+
+fn arrivals_on_idle_socket() {
+    let (sock, peer) = tcp_pair();
+    let mut peer = peer.into_tcp_stream().map_err(|(e, _)| e).unwrap();
+    // A receive that waits on the shared ring registers the socket there.
+    let ov = Overlapped::with_event(Event::new());
+    let started = sock.recv(&ov, vec![vec![0u8; 64]], 0).unwrap();
+    assert_eq!(started, Started::Pending, "nothing was sent yet");
+    peer.write_all(b"first").unwrap();
+    assert_eq!(finished(&ov, started), 5);
+    // Nothing pending now: twenty arrivals, and the reaper makes no system call for them.
+    std::thread::sleep(Duration::from_millis(50));
+    let before = stats();
+    for _ in 0..20 {
+        peer.write_all(b"x").unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let after = stats();
+    assert_eq!(
+        after.kernel_entries, before.kernel_entries,
+        "the shared ring's reaper woke for a socket with nothing pending"
+    );
+    // The data is all there for the next receive, which completes at once.
+    let started = sock.recv(&ov, vec![vec![0u8; 64]], 0).unwrap();
+    assert_eq!(finished(&ov, started), 20);
 }
 
 fn reused_descriptor_number() {
@@ -306,6 +351,17 @@ fn reused_descriptor_number() {
     let stream = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
     let (peer, _) = listener.accept().unwrap();
     drop(old);
+    // The finished receive's record, which the reaping thread lets go of just after it notifies,
+    // may hold the socket open a moment longer: wait until the number is free.
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    // SAFETY: F_GETFD only asks whether `number` is open.
+    while unsafe { libc::fcntl(number, libc::F_GETFD) } != -1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the old socket closes"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
     // The new connection takes the old socket's number, as the next descriptor opened would.
     // SAFETY: `dup2` makes `number`, free since `old` closed, a second descriptor of `stream`'s
     // socket; `OwnedFd` then owns it alone (the original closes with `stream`).

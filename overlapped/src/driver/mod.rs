@@ -413,7 +413,7 @@ fn new_ring_of(private: bool) -> Result<Arc<dyn Ring>> {
     let info = backend_info()?;
     match info.kind {
         BackendKind::IoUring => Ok(Arc::new(uring::Uring::new(private)?)),
-        BackendKind::Epoll => Ok(Arc::new(epoll::Epoll::new()?)),
+        BackendKind::Epoll => Ok(Arc::new(epoll::Epoll::new(private)?)),
     }
 }
 

@@ -15,6 +15,11 @@
 //!   sockets, and the call that moves the data. No `epoll_ctl` per request: the registration
 //!   stays. No failed first attempt: the ring tells the engine which sides it has found drained
 //!   since their last event ([`Ring::readiness`]), and the engine skips those attempts.
+//! - Except on a ring that a thread of its own reaps (the shared ring, which signals the event
+//!   model's events): there every event would wake that thread, also for data that the serving
+//!   thread's next first attempt takes itself. Its registrations are one-shot and armed again
+//!   only while a request waits on the descriptor (`epoll_ctl` once per wait), so that thread
+//!   wakes for the requests it has to perform and for nothing else.
 //! - Edge triggering is what makes the knowledge safe: the kernel reports an edge for every
 //!   arrival, so a side found drained is reported again as soon as anything arrives. A side is
 //!   only marked drained by an attempt that began in the epoch of its last event (see `table`).
@@ -49,15 +54,12 @@ use std::time::Duration;
 use super::{nonblocking, Counters, Readiness, Request, Ring, Side, COUNTERS};
 use crate::error::Result;
 use crate::event::lock;
-use table::{Attempt, Table};
+use table::{Arming, Attempt, Table};
 
 /// The token of the wake eventfd; no descriptor token has all low 32 bits set.
 const WAKE_TOKEN: u64 = u64::MAX;
 /// Events taken from the kernel per `epoll_wait`.
 const MAX_EVENTS: usize = 64;
-/// What every descriptor is registered for: both sides, edge-triggered.
-const SOCKET_EVENTS: u32 =
-    (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLPRI | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
 /// The wake eventfd is level-triggered and one-shot: one wake, one reaper.
 const WAKE_EVENTS: u32 = (libc::EPOLLIN | libc::EPOLLONESHOT) as u32;
 /// Rounds of attempts one `reap` makes after its events, for requests that events arriving
@@ -108,11 +110,13 @@ fn syscall(ret: libc::c_int) -> io::Result<libc::c_int> {
 }
 
 impl Epoll {
-    pub(crate) fn new() -> Result<Epoll> {
-        Epoll::with_sink(crate::engine::complete)
+    /// A ring reaped by the threads that submit to it (`private`), whose registrations stay, or
+    /// one reaped by a thread of its own, which arms them on demand.
+    pub(crate) fn new(private: bool) -> Result<Epoll> {
+        Epoll::with_sink(crate::engine::complete, !private)
     }
 
-    fn with_sink(sink: Sink) -> Result<Epoll> {
+    fn with_sink(sink: Sink, on_demand: bool) -> Result<Epoll> {
         // SAFETY: plain system call; a non-negative result is a new descriptor that we own.
         let epoll = syscall(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
         // SAFETY: as above.
@@ -125,7 +129,7 @@ impl Epoll {
         let ring = Epoll {
             epoll,
             wake_fd,
-            table: Arc::new(Mutex::new(Table::default())),
+            table: Arc::new(Mutex::new(Table::new(on_demand))),
             sink,
         };
         ring.ctl(
@@ -146,14 +150,30 @@ impl Epoll {
         syscall(unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), op, fd, &mut event) }).map(drop)
     }
 
-    /// Registers a descriptor for good (until it closes).
-    fn register(&self, fd: RawFd, token: u64) -> io::Result<()> {
-        match self.ctl(libc::EPOLL_CTL_ADD, fd, SOCKET_EVENTS, token) {
-            // Still registered under an earlier token: the same open file behind the same number.
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
-                self.ctl(libc::EPOLL_CTL_MOD, fd, SOCKET_EVENTS, token)
+    /// Registers a descriptor (for good, until it closes, or one-shot), or arms its one-shot
+    /// registration again.
+    fn arm(&self, fd: RawFd, arming: Arming) -> io::Result<()> {
+        match arming {
+            Arming::Rearm { token, events } => {
+                match self.ctl(libc::EPOLL_CTL_MOD, fd, events, token) {
+                    // The kernel dropped the registration (its file was closed and the number
+                    // reused outside the library): register the descriptor again.
+                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                        self.ctl(libc::EPOLL_CTL_ADD, fd, events, token)
+                    }
+                    other => other,
+                }
             }
-            other => other,
+            Arming::Register { token, events } => {
+                match self.ctl(libc::EPOLL_CTL_ADD, fd, events, token) {
+                    // Still registered under an earlier token: the same open file behind the
+                    // same number.
+                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                        self.ctl(libc::EPOLL_CTL_MOD, fd, events, token)
+                    }
+                    other => other,
+                }
+            }
         }
     }
 
@@ -288,8 +308,8 @@ impl Ring for Epoll {
         let fd = request.fd();
         let mut table = self.table();
         let inserted = table.insert(user_data, fd, request);
-        if let Some(token) = inserted.register {
-            if let Err(e) = self.register(fd, token) {
+        if let Some(arming) = inserted.arm {
+            if let Err(e) = self.arm(fd, arming) {
                 table.withdraw(user_data);
                 return Err(e.into());
             }
@@ -341,6 +361,15 @@ impl Ring for Epoll {
                 table.take_runnable(&mut attempts);
             }
             batch.append(&mut table.take_finished());
+        }
+        {
+            // Under the lock, like a registration in `submit`: a descriptor cannot be forgotten,
+            // and its number given to another socket, between the table's choice and the call.
+            let mut table = self.table();
+            for (fd, arming) in table.take_rearm() {
+                // A descriptor that is closing refuses; its requests end with the close.
+                let _ = self.arm(fd, arming);
+            }
         }
         Ok(deliver(self.sink, batch))
     }

@@ -9,6 +9,15 @@
 //! arrival after the moment a side was found drained, so a cleared flag always turns back on
 //! when there is something to do, and a side whose flag is off is not worth a system call.
 //!
+//! A ring reaped by a thread of its own (the shared ring of the event model) arms registrations
+//! on demand instead: each is one-shot, so an event disarms it, and it is armed again only while
+//! a request waits on its descriptor, and only for the sides that requests wait on (an idle TCP
+//! socket is always writable: armed for writing while only a receive waits, it would report that
+//! at once, again and again). That thread is then woken for the requests it has to perform, not
+//! for every arrival on every socket, data the serving thread's own first attempts take anyway.
+//! While a side is not armed its arrivals go unreported, so what the table knows of its readiness
+//! may be stale, and it answers "unknown" (worth an attempt).
+//!
 //! Every method is called under the ring's lock.
 
 use std::collections::VecDeque;
@@ -64,7 +73,21 @@ struct Watched {
     /// Tells this registration's events apart from those of an earlier one of the same number.
     generation: u32,
     sides: [SideState; 2],
+    /// The events the registration reports now ([`SOCKET_EVENTS`] for good, unless the ring arms
+    /// on demand; 0 while disarmed).
+    armed: u32,
 }
+
+/// What a registration that stays reports: both sides, edge-triggered.
+pub(super) const SOCKET_EVENTS: u32 =
+    (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLPRI | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
+/// What a registration armed on demand reports for a side that requests wait on; it is one-shot
+/// and edge-triggered.
+const SIDE_INTEREST: [u32; 2] = [
+    (libc::EPOLLIN | libc::EPOLLPRI | libc::EPOLLRDHUP) as u32,
+    libc::EPOLLOUT as u32,
+];
+const ONE_SHOT: u32 = (libc::EPOLLONESHOT | libc::EPOLLET) as u32;
 
 /// A request a thread is to perform now, outside the lock.
 #[derive(Clone, Copy, Debug)]
@@ -78,17 +101,30 @@ pub(super) struct Attempt {
     pub(super) answer: Option<i32>,
 }
 
+/// A system call that makes a descriptor's registration report `events` under `token`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Arming {
+    /// Register the descriptor: the ring has not watched it before.
+    Register { token: u64, events: u32 },
+    /// Arm its one-shot registration again, for these events.
+    Rearm { token: u64, events: u32 },
+}
+
 /// What [`Table::insert`] needs the ring to do.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) struct Inserted {
-    /// Register the descriptor with epoll under this token: the ring has not watched it before.
-    pub(super) register: Option<u64>,
+    /// Register the descriptor, or arm its registration again, before anything else.
+    pub(super) arm: Option<Arming>,
     /// The side is ready and the request is first in line: a reaper should attempt it.
     pub(super) runnable: bool,
 }
 
 #[derive(Default)]
 pub(super) struct Table {
+    /// Registrations are one-shot and armed only while a request waits (see the module docs).
+    on_demand: bool,
+    /// Descriptors an event disarmed, to be armed again if requests wait on them.
+    disarmed: Vec<RawFd>,
     pending: ByTag<Pending>,
     watched: ByDescriptor<Watched>,
     next_generation: u32,
@@ -96,6 +132,23 @@ pub(super) struct Table {
     runnable: Vec<RawFd>,
     /// Results ready to be delivered, in the order they were reached.
     finished: Vec<(u64, i32)>,
+}
+
+impl Watched {
+    /// The events its registration should report: for good, everything; on demand, the sides
+    /// that requests wait on (nothing if none does).
+    fn wanted(&self, on_demand: bool) -> u32 {
+        if !on_demand {
+            return SOCKET_EVENTS;
+        }
+        let sides = (0..2)
+            .filter(|&i| !self.sides[i].queue.is_empty())
+            .fold(0, |events, i| events | SIDE_INTEREST[i]);
+        match sides {
+            0 => 0,
+            sides => sides | ONE_SHOT,
+        }
+    }
 }
 
 /// The epoll token of a registration: the descriptor in the low half, the generation above.
@@ -122,10 +175,20 @@ const WRITE_EVENTS: u32 = (libc::EPOLLOUT | libc::EPOLLHUP | libc::EPOLLERR) as 
 const ENDED_EVENTS: u32 = (libc::EPOLLRDHUP | libc::EPOLLHUP) as u32;
 
 impl Table {
+    /// A table whose registrations are one-shot and armed on demand (`on_demand`), or stay armed.
+    pub(super) fn new(on_demand: bool) -> Table {
+        Table {
+            on_demand,
+            ..Table::default()
+        }
+    }
+
     /// What the ring knows of `fd`'s readiness on `side`.
     pub(super) fn readiness(&self, fd: RawFd, side: Side) -> Readiness {
         match self.watched.get(fd) {
             None => Readiness::Unknown,
+            // Arrivals since the side was last armed went unreported.
+            Some(w) if w.armed & SIDE_INTEREST[side as usize] == 0 => Readiness::Unknown,
             Some(w) if w.sides[side as usize].ready => {
                 Readiness::Ready(w.sides[side as usize].epoch)
             }
@@ -143,21 +206,47 @@ impl Table {
 
     /// Records a new request.
     pub(super) fn insert(&mut self, user_data: u64, fd: RawFd, job: Job) -> Inserted {
-        let mut register = None;
-        if self.watched.get(fd).is_none() {
+        let new = self.watched.get(fd).is_none();
+        if new {
             let generation = self.next_generation;
             self.next_generation = generation.wrapping_add(1);
             // The side of this request waits for what registering reports (it is ready now, or
             // an edge when it becomes so); the other side is not known: worth an attempt.
             let mut sides: [SideState; 2] = Default::default();
             sides[1 - side_of(&job) as usize].ready = true;
-            self.watched.insert(fd, Watched { generation, sides });
-            register = Some(token(fd, generation));
+            let watched = Watched {
+                generation,
+                sides,
+                armed: 0,
+            };
+            self.watched.insert(fd, watched);
         }
-        let side =
-            &mut self.watched.get_mut(fd).expect("inserted above").sides[side_of(&job) as usize];
+        let on_demand = self.on_demand;
+        let w = self.watched.get_mut(fd).expect("inserted above");
+        let side = &mut w.sides[side_of(&job) as usize];
         side.queue.push_back(user_data);
         let runnable = side.ready && side.queue.len() == 1;
+        let wanted = w.wanted(on_demand);
+        // On demand, arming a side that was not armed is worth it even if the table thinks it
+        // drained: what arrived since went unreported, and a registration armed on a ready side
+        // reports it at once.
+        let token = token(fd, w.generation);
+        let arm = if new {
+            Some(Arming::Register {
+                token,
+                events: wanted,
+            })
+        } else if wanted & !w.armed != 0 {
+            Some(Arming::Rearm {
+                token,
+                events: wanted,
+            })
+        } else {
+            None
+        };
+        if arm.is_some() {
+            w.armed = wanted;
+        }
         if runnable {
             self.runnable.push(fd);
         }
@@ -168,7 +257,7 @@ impl Table {
             cancelled: false,
         };
         self.pending.insert(user_data, pending);
-        Inserted { register, runnable }
+        Inserted { arm, runnable }
     }
 
     /// Forgets a request whose descriptor epoll refused to register; nothing is delivered.
@@ -194,6 +283,10 @@ impl Table {
         if token(fd, watched.generation) != token_ {
             return;
         }
+        if self.on_demand {
+            watched.armed = 0; // a one-shot registration: this event disarmed it.
+            self.disarmed.push(fd);
+        }
         for (side, concern) in [(Side::Read, READ_EVENTS), (Side::Write, WRITE_EVENTS)] {
             if events & concern == 0 {
                 continue;
@@ -218,6 +311,25 @@ impl Table {
                 }
             }
         }
+    }
+
+    /// The registrations to arm again after the attempts of a reap: those that events disarmed
+    /// and that requests still wait on (whether the attempts found their sides drained, or they
+    /// were not attempted), for the sides those requests wait on. They count as armed from now
+    /// on.
+    pub(super) fn take_rearm(&mut self) -> Vec<(RawFd, Arming)> {
+        let mut rearm = Vec::new();
+        for fd in std::mem::take(&mut self.disarmed) {
+            if let Some(w) = self.watched.get_mut(fd).filter(|w| w.armed == 0) {
+                let events = w.wanted(true);
+                if events != 0 {
+                    w.armed = events;
+                    let token = token(fd, w.generation);
+                    rearm.push((fd, Arming::Rearm { token, events }));
+                }
+            }
+        }
+        rearm
     }
 
     /// Whether anything waits for a reaper without an event: results or runnable requests.

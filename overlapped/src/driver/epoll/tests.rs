@@ -1,5 +1,6 @@
 //! The ring on its own, with a recording sink instead of the engine: several reapers at once,
-//! exactly-once cancellation, and waking.
+//! exactly-once cancellation, and waking, with registrations that stay and with registrations
+//! armed on demand.
 
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -90,23 +91,32 @@ fn reapers(ring: &Arc<Epoll>, threads: usize) -> (Arc<AtomicBool>, Vec<thread::J
     (stop, handles)
 }
 
+/// Both arming policies: registrations that stay, and one-shot ones armed on demand; each run
+/// with its own range of user_data.
+const POLICIES: [(bool, u64); 2] = [(false, 0), (true, 100_000)];
+
 #[test]
 fn several_reapers_deliver_each_result_once() {
+    for (on_demand, offset) in POLICIES {
+        several_reapers_deliver_each_result_once_on(on_demand, 1_000 + offset);
+    }
+}
+
+fn several_reapers_deliver_each_result_once_on(on_demand: bool, base: u64) {
     const PAIRS: u64 = 48;
-    const BASE: u64 = 1_000;
-    let ring = Arc::new(Epoll::with_sink(record).unwrap());
+    let ring = Arc::new(Epoll::with_sink(record, on_demand).unwrap());
     let (stop, handles) = reapers(&ring, 4);
     let pairs: Vec<_> = (0..PAIRS).map(|_| socket_pair()).collect();
     let mut mems: Vec<_> = (0..PAIRS).map(|_| recv_mem()).collect();
     for (i, ((a, _), mem)) in pairs.iter().zip(mems.iter_mut()).enumerate() {
-        submit_recv(&ring, BASE + i as u64, a, mem);
+        submit_recv(&ring, base + i as u64, a, mem);
     }
     for (i, (_, b)) in pairs.iter().enumerate() {
         // SAFETY: writes one byte from a local.
         let n = unsafe { libc::write(b.as_raw_fd(), &(i as u8) as *const u8 as *const _, 1) };
         assert_eq!(n, 1);
     }
-    let ids: Vec<u64> = (0..PAIRS).map(|i| BASE + i).collect();
+    let ids: Vec<u64> = (0..PAIRS).map(|i| base + i).collect();
     let results = results_of(&ids);
     stop.store(true, Ordering::Release);
     for h in handles {
@@ -121,41 +131,46 @@ fn several_reapers_deliver_each_result_once() {
 
 #[test]
 fn a_cancel_completes_once_and_a_late_cancel_does_nothing() {
-    const BASE: u64 = 2_000;
-    let ring = Arc::new(Epoll::with_sink(record).unwrap());
+    for (on_demand, offset) in POLICIES {
+        a_cancel_completes_once_and_a_late_cancel_does_nothing_on(on_demand, 2_000 + offset);
+    }
+}
+
+fn a_cancel_completes_once_and_a_late_cancel_does_nothing_on(on_demand: bool, base: u64) {
+    let ring = Arc::new(Epoll::with_sink(record, on_demand).unwrap());
     let (a, b) = socket_pair();
     let (c, _d) = socket_pair();
     let (mut m1, mut m2) = (recv_mem(), recv_mem());
-    submit_recv(&ring, BASE, &a, &mut m1);
-    submit_recv(&ring, BASE + 1, &c, &mut m2);
-    ring.cancel(BASE + 1).unwrap();
+    submit_recv(&ring, base, &a, &mut m1);
+    submit_recv(&ring, base + 1, &c, &mut m2);
+    ring.cancel(base + 1).unwrap();
     let (stop, handles) = reapers(&ring, 2);
-    assert_eq!(results_of(&[BASE + 1]), vec![vec![-libc::ECANCELED]]);
+    assert_eq!(results_of(&[base + 1]), vec![vec![-libc::ECANCELED]]);
     // SAFETY: writes one byte from a local.
     assert_eq!(
         unsafe { libc::write(b.as_raw_fd(), &7u8 as *const u8 as *const _, 1) },
         1
     );
-    assert_eq!(results_of(&[BASE]), vec![vec![1]]);
-    ring.cancel(BASE).unwrap();
-    ring.cancel(BASE + 1).unwrap();
+    assert_eq!(results_of(&[base]), vec![vec![1]]);
+    ring.cancel(base).unwrap();
+    ring.cancel(base + 1).unwrap();
     ring.wake().unwrap();
     // A request submitted after the late cancels completes, which shows the reapers went on
     // past them; nothing more arrived for the cancelled tags meanwhile.
     let mut m3 = recv_mem();
-    submit_recv(&ring, BASE + 2, &a, &mut m3);
+    submit_recv(&ring, base + 2, &a, &mut m3);
     // SAFETY: as above.
     assert_eq!(
         unsafe { libc::write(b.as_raw_fd(), &8u8 as *const u8 as *const _, 1) },
         1
     );
-    assert_eq!(results_of(&[BASE + 2]), vec![vec![1]]);
+    assert_eq!(results_of(&[base + 2]), vec![vec![1]]);
     stop.store(true, Ordering::Release);
     for h in handles {
         h.join().unwrap();
     }
     assert_eq!(
-        results_of(&[BASE, BASE + 1]),
+        results_of(&[base, base + 1]),
         vec![vec![1], vec![-libc::ECANCELED]]
     );
     assert_eq!((m1.byte, m3.byte), (7, 8));
@@ -163,7 +178,7 @@ fn a_cancel_completes_once_and_a_late_cancel_does_nothing() {
 
 #[test]
 fn wake_ends_a_reap_without_timeout() {
-    let ring = Arc::new(Epoll::with_sink(record).unwrap());
+    let ring = Arc::new(Epoll::with_sink(record, true).unwrap());
     let reaper = {
         let ring = ring.clone();
         thread::spawn(move || ring.reap(None).unwrap())

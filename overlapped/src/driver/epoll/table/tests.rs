@@ -1,5 +1,5 @@
 //! The table's rules on their own: registration once per descriptor, readiness by epoch,
-//! one attempt per side at a time, exactly-once cancellation.
+//! one attempt per side at a time, exactly-once cancellation, arming on demand.
 
 use super::*;
 
@@ -24,9 +24,10 @@ fn send() -> Job {
 }
 
 fn registered(inserted: Inserted) -> u64 {
-    inserted
-        .register
-        .expect("a first request registers its descriptor")
+    match inserted.arm {
+        Some(Arming::Register { token, .. }) => token,
+        other => panic!("a first request registers its descriptor, not {other:?}"),
+    }
 }
 
 fn ready(t: &mut Table, token: u64, events: u32) -> Vec<Attempt> {
@@ -58,7 +59,7 @@ fn a_descriptor_is_registered_once_and_unknown_until_then() {
     );
     t.drained(FD, Side::Write, 0, true);
     let again = t.insert(2, FD, send());
-    assert_eq!(again.register, None, "the registration stays");
+    assert_eq!(again.arm, None, "the registration stays");
     assert!(!again.runnable);
     t.cancel(1);
     t.cancel(2);
@@ -67,7 +68,7 @@ fn a_descriptor_is_registered_once_and_unknown_until_then() {
         vec![(1, -libc::ECANCELED), (2, -libc::ECANCELED)]
     );
     let third = t.insert(3, FD, recv());
-    assert_eq!(third.register, None, "no request left does not unregister");
+    assert_eq!(third.arm, None, "no request left does not unregister");
     t.forget(FD);
     let fourth = t.insert(4, FD, recv());
     assert_ne!(
@@ -209,10 +210,7 @@ fn a_withdrawn_request_leaves_nothing_behind() {
     t.withdraw(1);
     assert_eq!(t.readiness(FD, Side::Read), Readiness::Unknown);
     assert!(t.take_finished().is_empty());
-    assert!(
-        t.insert(2, FD, recv()).register.is_some(),
-        "registered again"
-    );
+    registered(t.insert(2, FD, recv())); // registered again
 }
 
 #[test]
@@ -227,4 +225,112 @@ fn an_ended_side_stays_ready_unless_proven_empty() {
     assert_eq!(t.readiness(FD, Side::Read), Readiness::Ready(1));
     t.drained(FD, Side::Read, 1, true);
     assert_eq!(t.readiness(FD, Side::Read), Readiness::NotReady);
+}
+
+/// The events a registration armed on demand reports while requests wait on the read side,
+/// on the write side, or on both.
+const READING: u32 = SIDE_INTEREST[0] | ONE_SHOT;
+const WRITING: u32 = SIDE_INTEREST[1] | ONE_SHOT;
+const BOTH: u32 = SIDE_INTEREST[0] | SIDE_INTEREST[1] | ONE_SHOT;
+
+#[test]
+fn on_demand_an_event_disarms_and_only_waiting_requests_arm_again() {
+    let mut t = Table::new(true);
+    let inserted = t.insert(1, FD, recv());
+    let token = registered(inserted);
+    let attempts = ready(&mut t, token, IN);
+    assert_eq!(ids(&attempts), [1]);
+    assert_eq!(
+        t.readiness(FD, Side::Read),
+        Readiness::Unknown,
+        "disarmed: arrivals from now on go unreported"
+    );
+    // The attempt found nothing after all: the request waits, so the registration is armed again.
+    t.done(&attempts[0], -libc::EAGAIN, false);
+    let rearm = Arming::Rearm {
+        token,
+        events: READING,
+    };
+    assert_eq!(t.take_rearm(), [(FD, rearm)]);
+    assert_eq!(t.readiness(FD, Side::Read), Readiness::NotReady);
+    assert_eq!(t.take_rearm(), [], "armed once");
+
+    // The next event finishes the request; with nothing waiting, the registration stays off.
+    let attempts = ready(&mut t, token, IN);
+    t.done(&attempts[0], 5, false);
+    assert_eq!(t.take_finished(), [(1, 5)]);
+    assert_eq!(
+        t.take_rearm(),
+        [],
+        "no request waits: no wake-ups for this socket"
+    );
+    assert_eq!(t.readiness(FD, Side::Read), Readiness::Unknown);
+
+    // A new request arms it again itself.
+    assert_eq!(t.insert(2, FD, recv()).arm, Some(rearm));
+    assert_eq!(t.insert(3, FD, recv()).arm, None, "armed already");
+}
+
+/// An idle TCP socket is always writable: a registration armed for writing while only a receive
+/// waits would report that at once, disarm, be armed again, and so on.
+#[test]
+fn on_demand_only_the_sides_that_requests_wait_on_are_armed() {
+    let mut t = Table::new(true);
+    let inserted = t.insert(1, FD, recv());
+    assert!(matches!(
+        inserted.arm,
+        Some(Arming::Register {
+            events: READING,
+            ..
+        })
+    ));
+    let token = registered(inserted);
+    assert_eq!(
+        t.readiness(FD, Side::Write),
+        Readiness::Unknown,
+        "writing is not armed: not known"
+    );
+    // A send that has to wait arms writing too.
+    t.drained(FD, Side::Write, 0, true);
+    let both = Arming::Rearm {
+        token,
+        events: BOTH,
+    };
+    assert_eq!(t.insert(2, FD, send()).arm, Some(both));
+    // Writable: the send goes; the receive still waits, for reading only.
+    let attempts = ready(&mut t, token, OUT);
+    assert_eq!(ids(&attempts), [2]);
+    t.done(&attempts[0], 3, false);
+    let reading = Arming::Rearm {
+        token,
+        events: READING,
+    };
+    assert_eq!(t.take_rearm(), [(FD, reading)]);
+    // Readable: the receive goes; then only a new send would arm the registration, for writing.
+    let attempts = ready(&mut t, token, IN);
+    t.done(&attempts[0], 4, false);
+    assert_eq!(t.take_rearm(), []);
+    let writing = Arming::Rearm {
+        token,
+        events: WRITING,
+    };
+    assert_eq!(t.insert(3, FD, send()).arm, Some(writing));
+}
+
+#[test]
+fn registrations_that_stay_are_never_disarmed() {
+    let mut t = Table::new(false);
+    let token = registered(t.insert(1, FD, recv()));
+    let attempts = ready(&mut t, token, IN);
+    t.done(&attempts[0], 5, false);
+    assert_eq!(t.take_rearm(), []);
+    assert_eq!(t.readiness(FD, Side::Read), Readiness::Ready(1));
+    assert_eq!(t.insert(2, FD, recv()).arm, None);
+    assert!(matches!(
+        Table::new(false).insert(3, FD, send()).arm,
+        Some(Arming::Register {
+            events: SOCKET_EVENTS,
+            ..
+        })
+    ));
 }
