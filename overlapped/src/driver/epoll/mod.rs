@@ -348,27 +348,27 @@ impl Ring for Epoll {
             attempts = self.wait(timeout)?;
         }
         for round in 1..=ATTEMPT_ROUNDS {
-            if attempts.is_empty() {
-                break;
-            }
             let results: Vec<(i32, bool)> = attempts.iter().map(Epoll::perform).collect();
             let mut table = self.table();
             for (attempt, &(result, drained)) in attempts.iter().zip(&results) {
                 table.done(attempt, result, drained);
             }
+            let attempted = !attempts.is_empty();
             attempts.clear();
-            if round < ATTEMPT_ROUNDS {
+            if attempted && round < ATTEMPT_ROUNDS {
                 table.take_runnable(&mut attempts);
             }
             batch.append(&mut table.take_finished());
-        }
-        {
-            // Under the lock, like a registration in `submit`: a descriptor cannot be forgotten,
-            // and its number given to another socket, between the table's choice and the call.
-            let mut table = self.table();
-            for (fd, arming) in table.take_rearm() {
-                // A descriptor that is closing refuses; its requests end with the close.
-                let _ = self.arm(fd, arming);
+            if attempts.is_empty() {
+                // The reap's last look at the table: what events disarmed and requests still
+                // wait on is armed again. Under the lock, like a registration in `submit`: a
+                // descriptor cannot be forgotten, and its number given to another socket,
+                // between the table's choice and the call.
+                for (fd, arming) in table.take_rearm() {
+                    // A descriptor that is closing refuses; its requests end with the close.
+                    let _ = self.arm(fd, arming);
+                }
+                break;
             }
         }
         Ok(deliver(self.sink, batch))
