@@ -88,6 +88,9 @@ def servers(bin_dir):
         found["overlapped-port-pinned"] = found["overlapped-port"] + ["--pin-buffers"]
     if "overlapped-port" in found and "--batch-us" in help_text:
         found["overlapped-port-batch50"] = found["overlapped-port"] + ["--batch-us", "50"]
+        if "overlapped-port-pinned" in found:
+            found["overlapped-port-batch50-pinned"] = \
+                found["overlapped-port-pinned"] + ["--batch-us", "50"]
     return found
 
 

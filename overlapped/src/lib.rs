@@ -71,6 +71,7 @@ mod op;
 mod overlapped;
 mod port;
 mod socket;
+mod thread_token;
 mod transfer;
 pub mod winsock;
 

@@ -27,6 +27,7 @@ use crate::error::{codes, Error, Result};
 use crate::event::{lock, Waiter};
 use crate::overlapped::{AnyOverlapped, Completion, Overlapped};
 use crate::socket::Socket;
+use crate::thread_token::ThreadToken;
 
 /// How long an alertable get waits in the port's ring before looking at its own routines.
 const ALERTABLE_SLICE: Duration = Duration::from_millis(20);
@@ -134,20 +135,7 @@ trait RunningCount {
     fn leave(&self, exiting: bool);
 }
 
-/// Which thread is the leader; usable even while the thread's locals are being destroyed (a
-/// thread that exits ends its turn on its port then), where `std::thread::current` is not.
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct ThreadToken(usize);
-
-impl ThreadToken {
-    fn current() -> ThreadToken {
-        // A local with no destructor has an address for the whole life of its thread.
-        MARKER.with(|m| ThreadToken(m as *const u8 as usize))
-    }
-}
-
 thread_local! {
-    static MARKER: u8 = const { 0 };
     static RUNNING: RefCell<Option<Running>> = const { RefCell::new(None) };
     static LEAVE_ON_EXIT: LeaveOnExit = const { LeaveOnExit };
 }
@@ -168,12 +156,37 @@ impl<B: Send + 'static> CompletionPort<B> {
     /// A new port (`CreateIoCompletionPort(INVALID_HANDLE_VALUE, NULL, 0, n)`): at most
     /// `concurrency` threads run at once; 0 means one per CPU (S36).
     pub fn new(concurrency: usize) -> Result<CompletionPort<B>> {
+        Self::with_ring(concurrency, driver::new_private_ring()?)
+    }
+
+    /// A new port whose waits in the kernel gather completions for up to `window` once they
+    /// have begun, so that one wake-up serves many: less CPU per operation under load, for up to
+    /// `window` more latency. A zero window makes a port like [`CompletionPort::new`].
+    ///
+    /// The kernel batches waits only for a ring that one thread alone enters (io_uring's single
+    /// issuer with deferred task running), so the first thread that waits on the port owns its
+    /// ring from then on: only that thread waits in the kernel and turns completions into
+    /// packets, which any thread then takes. Other threads may start operations and post
+    /// packets (the owner is woken to hand them to the kernel), but completions wait for the
+    /// owner's next get. Make the owner a worker that keeps serving the port: while it runs a
+    /// packet, completions wait for it, and they stop coming if it exits.
+    ///
+    /// `WSAEOPNOTSUPP` where the backend cannot batch: the epoll backend, and io_uring before
+    /// Linux 6.12.
+    pub fn with_batch_window(concurrency: usize, window: Duration) -> Result<CompletionPort<B>> {
+        if window.is_zero() {
+            return Self::new(concurrency);
+        }
+        Self::with_ring(concurrency, driver::new_batching_ring(window)?)
+    }
+
+    fn with_ring(concurrency: usize, ring: Arc<dyn Ring>) -> Result<CompletionPort<B>> {
         let concurrency = match concurrency {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
         let inner = Arc::new(PortInner {
-            ring: driver::new_private_ring()?,
+            ring,
             concurrency,
             state: Mutex::new(PortState {
                 packets: VecDeque::new(),
@@ -199,14 +212,6 @@ impl<B: Send + 'static> CompletionPort<B> {
     /// The number of threads allowed to run at once.
     pub fn concurrency(&self) -> usize {
         self.handle.inner.concurrency
-    }
-
-    /// Lets the thread that waits in the kernel for the port gather completions for up to
-    /// `window` once the first has arrived, so that one wake-up serves many: less CPU per
-    /// operation under load, for up to `window` more latency. Zero turns it off (the default).
-    /// Returns whether the backend supports it (io_uring on Linux 6.12 or later).
-    pub fn set_batch_window(&self, window: Duration) -> bool {
-        self.handle.inner.ring.set_batch_window(window)
     }
 
     /// Associates a socket with the port under `key` (S36): from now on every notification of
@@ -427,7 +432,7 @@ impl<B: Send + 'static> PortInner<B> {
                     _ => return Err(Error::new(codes::WAIT_TIMEOUT)),
                 },
             };
-            if st.leader.is_none() {
+            if st.leader.is_none() && self.ring.may_reap() {
                 st.leader = Some(ThreadToken::current());
                 drop(st);
                 // Deferred submissions to this ring go in with the wait; others go in now.

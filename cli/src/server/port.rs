@@ -79,12 +79,15 @@ pub fn serve(listener: Socket, tuning: Tuning, verbose: bool) -> Outcome<()> {
         batch_us,
         pinned,
     } = tuning;
-    let port: CompletionPort = CompletionPort::new(threads).context("creating the port")?;
-    if batch_us > 0 && !port.set_batch_window(Duration::from_micros(batch_us)) {
-        return Err(Failure::new(
-            "--batch-us needs io_uring with batched waits (Linux 6.12 or later)",
-        ));
-    }
+    let port: CompletionPort =
+        match CompletionPort::with_batch_window(threads, Duration::from_micros(batch_us)) {
+            Err(e) if e.code() == codes::WSAEOPNOTSUPP => {
+                return Err(Failure::new(
+                    "--batch-us needs io_uring with batched waits (Linux 6.12 or later)",
+                ))
+            }
+            port => port.context("creating the port")?,
+        };
     port.associate(&listener, LISTENER_KEY)
         .context("associating the listener with the port")?;
     let server = Arc::new(Server {

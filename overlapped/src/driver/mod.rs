@@ -170,10 +170,11 @@ pub(crate) trait Ring: Send + Sync {
     /// the first attempt that completes most operations without the ring.
     fn batches_submissions(&self) -> bool;
 
-    /// Makes `reap` gather completions for up to `window` once the first has arrived, so that
-    /// one wake-up serves many (zero: return with the first). Returns whether the backend can;
-    /// io_uring can from Linux 6.12 (`IORING_FEAT_MIN_TIMEOUT`), epoll cannot.
-    fn set_batch_window(&self, window: Duration) -> bool;
+    /// Whether the calling thread may reap this ring: any thread may, except on a batching ring
+    /// (io_uring with deferred task running), which only its owner reaps.
+    fn may_reap(&self) -> bool {
+        true
+    }
 
     /// Whether the ring knows the readiness of the descriptors it watches (epoll), so that the
     /// engine can skip a first attempt that would find nothing.
@@ -407,6 +408,16 @@ pub(crate) fn new_ring() -> Result<Arc<dyn Ring>> {
 /// kernel instead of interrupting it (io_uring's cooperative task running).
 pub(crate) fn new_private_ring() -> Result<Arc<dyn Ring>> {
     new_ring_of(true)
+}
+
+/// A new ring whose waits gather completions for up to `window`, so that one wake-up serves
+/// many; only the first thread that reaps it may reap it afterwards ([`Ring::may_reap`]).
+/// `WSAEOPNOTSUPP` where the backend cannot (epoll; io_uring before Linux 6.12).
+pub(crate) fn new_batching_ring(window: Duration) -> Result<Arc<dyn Ring>> {
+    match backend_info()?.kind {
+        BackendKind::IoUring => Ok(Arc::new(uring::Uring::batching(window)?)),
+        BackendKind::Epoll => Err(Error::with_errno(codes::WSAEOPNOTSUPP, libc::EOPNOTSUPP)),
+    }
 }
 
 fn new_ring_of(private: bool) -> Result<Arc<dyn Ring>> {

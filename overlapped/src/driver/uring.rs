@@ -13,9 +13,10 @@
 //! that reap them, which enter the kernel for their next wait anyway, so the work waits for that
 //! entry (or any other: a system call, a tick, a sleep, which the work still interrupts) and the
 //! interrupts are saved. Kernels older than 5.19 lack the flag and get the default.
+//!
+//! A port with a batch window gets a ring of its own kind, which one thread owns (see [`owner`]).
 
 use std::io;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -23,8 +24,11 @@ use io_uring::squeue::SubmissionQueue;
 use io_uring::{opcode, types, IoUring, Probe};
 
 use super::{Counters, Request, Ring, COUNTERS};
-use crate::error::{Error, Result};
+use crate::error::{codes, Error, Result};
 use crate::event::lock;
+use owner::{Owner, WAKE_TAG};
+
+mod owner;
 
 /// Submission queue entries; submitters wait for the kernel to take some when it is full.
 const SQ_ENTRIES: u32 = 1024;
@@ -34,6 +38,9 @@ const CQ_ENTRIES: u32 = 16384;
 
 /// Completions a batched wait gathers at most before its window ends.
 const BATCH: usize = 64;
+/// How long a batched wait with no deadline lasts at most before it is entered again: without a
+/// deadline the kernel ends the wait when the window ends, even with nothing completed.
+const BATCHED_WAIT_LIMIT: Duration = Duration::from_secs(60);
 
 /// The opcodes the library uses, with their names for messages.
 const OPCODES: [(&str, u8); 8] = [
@@ -77,8 +84,10 @@ pub(crate) struct Uring {
     sq_lock: Mutex<()>,
     /// Serialises reaping (the shared completion view may exist only once at a time).
     cq_lock: Mutex<Vec<(u64, i32)>>,
-    /// How long a reap gathers completions after the first, in microseconds (0: not at all).
-    batch_us: AtomicU32,
+    /// How long a wait gathers completions, in microseconds (0: it returns with the first).
+    batch_us: u32,
+    /// The thread that alone may enter the kernel on a batching ring; `None` on other rings.
+    owner: Option<Owner>,
 }
 
 impl Uring {
@@ -100,8 +109,49 @@ impl Uring {
             ring,
             sq_lock: Mutex::new(()),
             cq_lock: Mutex::new(Vec::with_capacity(256)),
-            batch_us: AtomicU32::new(0),
+            batch_us: 0,
+            owner: None,
         })
+    }
+
+    /// A ring whose waits gather completions for up to `window` (at least a microsecond), owned
+    /// by the first thread that reaps it (see [`owner`]). `WSAEOPNOTSUPP` on kernels without
+    /// deferred task running (6.1) or batched waits (6.12).
+    pub(crate) fn batching(window: Duration) -> Result<Uring> {
+        let unsupported = || Error::with_errno(codes::WSAEOPNOTSUPP, libc::EOPNOTSUPP);
+        let ring = IoUring::builder()
+            .setup_cqsize(CQ_ENTRIES)
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .setup_taskrun_flag()
+            .setup_r_disabled()
+            .build(SQ_ENTRIES)
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::EINVAL) => unsupported(),
+                _ => Error::from(e),
+            })?;
+        if !ring.params().is_feature_min_timeout() {
+            return Err(unsupported());
+        }
+        let owner = Owner::new()?;
+        let wake_poll = owner.wake_poll();
+        let uring = Uring {
+            ring,
+            sq_lock: Mutex::new(()),
+            cq_lock: Mutex::new(Vec::with_capacity(256)),
+            batch_us: window.as_micros().clamp(1, u32::MAX as u128) as u32,
+            owner: Some(owner),
+        };
+        // The queue is empty: the push cannot fail. The owner's first entry submits it.
+        // SAFETY: the poll points to no memory; its descriptor lives as long as the ring.
+        uring.with_submission_queue(|sq| unsafe { sq.push(&wake_poll) }.is_ok());
+        Ok(uring)
+    }
+
+    /// The owner of a batching ring, if the calling thread is not it (or there is none yet): such
+    /// a thread must not enter the kernel on the ring.
+    fn owned_elsewhere(&self) -> Option<&Owner> {
+        self.owner.as_ref().filter(|owner| !owner.is_current())
     }
 
     /// Runs `f` on the ring's submission queue, under `sq_lock`.
@@ -124,6 +174,10 @@ impl Uring {
     /// Pushes one entry and enters the kernel to submit it, unless `may_defer` and the calling
     /// thread defers its submissions to this ring.
     fn push(&self, entry: io_uring::squeue::Entry, may_defer: bool) -> Result<()> {
+        if let Some(owner) = self.owned_elsewhere() {
+            self.push_for_owner(entry, owner);
+            return Ok(());
+        }
         self.with_submission_queue(|sq| -> Result<()> {
             // SAFETY: the entry's pointers are valid until its completion (the caller's contract
             // on `Ring::submit`); the cancel and no-op entries carry no pointers.
@@ -145,27 +199,57 @@ impl Uring {
         Ok(())
     }
 
-    /// Whether entries wait in the submission queue.
+    /// Queues an entry on a batching ring that another thread owns (or nobody yet), and wakes the
+    /// owner, whose next entry into the kernel submits it. With the queue full, waits until the
+    /// owner has taken some: for as long as the owner does not come back to the ring.
+    fn push_for_owner(&self, entry: io_uring::squeue::Entry, owner: &Owner) {
+        loop {
+            // SAFETY: as in `push`.
+            let pushed = self.with_submission_queue(|sq| unsafe { sq.push(&entry) }.is_ok());
+            owner.wake();
+            if pushed {
+                Counters::bump(&COUNTERS.submissions);
+                return;
+            }
+            std::thread::sleep(Duration::from_micros(100));
+        }
+    }
+
+    /// The owner's wake-up poll fired: empties the descriptor and polls it again. Only the owner
+    /// reaps, so the poll is pushed by the owner (and goes in with its next entry).
+    fn rearm_wake(&self) -> Result<()> {
+        match &self.owner {
+            Some(owner) => {
+                owner.consume_wake();
+                self.push(owner.wake_poll(), true)
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Whether an entry into the kernel has work to do besides waiting: entries wait in the
+    /// submission queue, or (deferred task running) completion work waits for the owner.
     fn has_queued(&self) -> bool {
-        self.with_submission_queue(|sq| !sq.is_empty())
+        self.with_submission_queue(|sq| !sq.is_empty() || sq.taskrun())
     }
 
     /// Enters the kernel: submits what is queued and waits for `want` completions, at most
     /// `timeout`; with a batch window, waits for up to [`BATCH`] completions during the window
     /// once the first is there.
     fn enter(&self, want: usize, timeout: Option<Duration>) -> Result<()> {
+        debug_assert!(self.owned_elsewhere().is_none(), "only the owner enters");
         Counters::bump(&COUNTERS.kernel_entries);
         let submitter = self.ring.submitter();
         let batch_us = match want {
             0 => 0,
-            _ => self.batch_us.load(Ordering::Relaxed),
+            _ => self.batch_us,
+        };
+        let timeout = match (timeout, batch_us) {
+            (None, 1..) => Some(BATCHED_WAIT_LIMIT),
+            (timeout, _) => timeout,
         };
         let entered = match (timeout, batch_us) {
-            (None, 0) => submitter.submit_and_wait(want),
-            (None, us) => {
-                let args = types::SubmitArgs::new().min_wait_usec(us);
-                submitter.submit_with_args(BATCH, &args)
-            }
+            (None, _) => submitter.submit_and_wait(want),
             (Some(t), us) => {
                 let ts = types::Timespec::from(t);
                 let args = types::SubmitArgs::new().timespec(&ts).min_wait_usec(us);
@@ -236,6 +320,12 @@ impl Ring for Uring {
 
     fn reap(&self, timeout: Option<Duration>) -> Result<usize> {
         let mut slot = lock(&self.cq_lock);
+        if let Some(owner) = &self.owner {
+            if !owner.claim(&self.ring)? {
+                // Callers ask `may_reap` first: this is a bug of theirs, not a kernel error.
+                return Err(Error::new(codes::WSAEINVAL));
+            }
+        }
         // SAFETY: `cq_lock` is held, so no other completion view of this ring exists.
         let empty = unsafe { self.ring.completion_shared() }.is_empty();
         if empty && timeout != Some(Duration::ZERO) {
@@ -257,6 +347,10 @@ impl Ring for Uring {
             if user_data == 0 {
                 continue; // a cancel's or a wake's own completion: nothing to deliver.
             }
+            if user_data == WAKE_TAG {
+                self.rearm_wake()?;
+                continue;
+            }
             // SAFETY: every non-zero user_data on this ring was given to `submit` by the engine,
             // which made it from `Arc::into_raw` of the operation, and each completes once.
             unsafe { crate::engine::complete(user_data, result) };
@@ -271,17 +365,16 @@ impl Ring for Uring {
     }
 
     fn wake(&self) -> Result<()> {
+        if let Some(owner) = &self.owner {
+            owner.wake();
+            return Ok(());
+        }
         // A wake is for another thread: it must reach the kernel now.
         self.push(opcode::Nop::new().build().user_data(0), false)
     }
 
-    fn set_batch_window(&self, window: Duration) -> bool {
-        if !self.ring.params().is_feature_min_timeout() {
-            return false;
-        }
-        let us = window.as_micros().min(u32::MAX as u128) as u32;
-        self.batch_us.store(us, Ordering::Relaxed);
-        true
+    fn may_reap(&self) -> bool {
+        self.owner.as_ref().map_or(true, |owner| owner.may_claim())
     }
 
     fn batches_submissions(&self) -> bool {
@@ -289,9 +382,13 @@ impl Ring for Uring {
     }
 
     fn flush(&self) -> Result<()> {
-        match self.has_queued() {
-            true => self.enter(0, None),
-            false => Ok(()),
+        match (self.has_queued(), self.owned_elsewhere()) {
+            (false, _) => Ok(()),
+            (true, Some(owner)) => {
+                owner.wake();
+                Ok(())
+            }
+            (true, None) => self.enter(0, None),
         }
     }
 }

@@ -287,11 +287,6 @@ impl Ring for Epoll {
         false
     }
 
-    /// `epoll_wait` has no minimum wait: every reap returns with what is ready.
-    fn set_batch_window(&self, _window: Duration) -> bool {
-        false
-    }
-
     fn tracks_readiness(&self) -> bool {
         true
     }
