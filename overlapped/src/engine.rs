@@ -80,9 +80,11 @@ pub(crate) fn start(op: Arc<Op>) -> Result<Started> {
     // A thread that defers its submissions to the operation's ring (a port's worker, a thread
     // running its routines) is about to enter the kernel on that ring: the kernel makes the first
     // attempt then, with everything else that thread started, and saves a system call each —
-    // unless a zero-byte receive just said that data is waiting for this receive.
+    // unless a zero-byte receive just said that data is waiting for this receive, and the ring
+    // does not batch its waits (where a system call saved counts for more than the latency).
     let deferred = driver::defers_to(Arc::as_ptr(&op.ring) as *const ());
-    let known_ready = op.dir == Dir::Read && sock.take_readable_hint();
+    let hinted = op.dir == Dir::Read && sock.take_readable_hint();
+    let known_ready = hinted && !op.ring.batches_waits();
     let first = match deferred && !known_ready {
         true => Step::WouldBlock,
         false => attempt(&op),

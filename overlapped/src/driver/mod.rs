@@ -170,6 +170,13 @@ pub(crate) trait Ring: Send + Sync {
     /// the first attempt that completes most operations without the ring.
     fn batches_submissions(&self) -> bool;
 
+    /// Whether the ring's waits gather completions for a window (a port's batch window): CPU
+    /// first, so operations go to the kernel with the next wait even when they would finish at
+    /// once.
+    fn batches_waits(&self) -> bool {
+        false
+    }
+
     /// Whether the calling thread may reap this ring: any thread may, except on a batching ring
     /// (io_uring with deferred task running), which only its owner reaps.
     fn may_reap(&self) -> bool {

@@ -373,6 +373,10 @@ impl Ring for Uring {
         self.push(opcode::Nop::new().build().user_data(0), false)
     }
 
+    fn batches_waits(&self) -> bool {
+        self.batch_us > 0
+    }
+
     fn may_reap(&self) -> bool {
         self.owner.as_ref().map_or(true, |owner| owner.may_claim())
     }
