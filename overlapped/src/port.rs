@@ -159,9 +159,11 @@ impl<B: Send + 'static> CompletionPort<B> {
         Self::with_ring(concurrency, driver::new_private_ring()?)
     }
 
-    /// A new port whose waits in the kernel gather completions for up to `window` once they
-    /// have begun, so that one wake-up serves many: less CPU per operation under load, for up to
-    /// `window` more latency. A zero window makes a port like [`CompletionPort::new`].
+    /// A new port whose waits in the kernel gather completions until `window` has passed since
+    /// they began (or 64 have come), so that one wake-up serves many: fewer system calls and
+    /// wake-ups per operation under load, for up to `window` more latency (an operation that
+    /// would finish at once goes to the kernel with the next wait, too). A zero window makes a
+    /// port like [`CompletionPort::new`].
     ///
     /// The kernel batches waits only for a ring that one thread alone enters (io_uring's single
     /// issuer with deferred task running), so the first thread that waits on the port owns its

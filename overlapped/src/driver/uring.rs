@@ -234,8 +234,8 @@ impl Uring {
     }
 
     /// Enters the kernel: submits what is queued and waits for `want` completions, at most
-    /// `timeout`; with a batch window, waits for up to [`BATCH`] completions during the window
-    /// once the first is there.
+    /// `timeout`. With a batch window and `want` > 0, waits for up to [`BATCH`] completions until
+    /// the window has passed since the wait began, and after that returns with the first.
     fn enter(&self, want: usize, timeout: Option<Duration>) -> Result<()> {
         debug_assert!(self.owned_elsewhere().is_none(), "only the owner enters");
         Counters::bump(&COUNTERS.kernel_entries);
@@ -342,13 +342,14 @@ impl Ring for Uring {
         // Deliver without the lock, so that another thread can reap meanwhile.
         drop(slot);
         let mut delivered = 0;
+        let mut woken = false;
         for &(user_data, result) in &batch {
             Counters::bump(&COUNTERS.completions);
             if user_data == 0 {
                 continue; // a cancel's or a wake's own completion: nothing to deliver.
             }
             if user_data == WAKE_TAG {
-                self.rearm_wake()?;
+                woken = true;
                 continue;
             }
             // SAFETY: every non-zero user_data on this ring was given to `submit` by the engine,
@@ -360,6 +361,10 @@ impl Ring for Uring {
         let mut slot = lock(&self.cq_lock);
         if slot.capacity() < batch.capacity() {
             *slot = batch; // keep the larger buffer for the next reap.
+        }
+        drop(slot);
+        if woken {
+            self.rearm_wake()?; // after every completion is delivered, whatever this returns
         }
         Ok(delivered)
     }
