@@ -86,6 +86,7 @@ def servers(bin_dir):
     # message), and the opt-in batch window of 50 us (CPU first).
     if "overlapped-port" in found and "--pin-buffers" in help_text:
         found["overlapped-port-pinned"] = found["overlapped-port"] + ["--pin-buffers"]
+        found["overlapped-port-pinned-epoll"] = found["overlapped-port-epoll"] + ["--pin-buffers"]
     if "overlapped-port" in found and "--batch-us" in help_text:
         found["overlapped-port-batch50"] = found["overlapped-port"] + ["--batch-us", "50"]
         if "overlapped-port-pinned" in found:

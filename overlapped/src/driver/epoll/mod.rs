@@ -73,6 +73,18 @@ pub(crate) struct Epoll {
     table: Arc<Mutex<Table>>,
     /// Where results go: [`crate::engine::complete`], or a recorder in this module's tests.
     sink: Sink,
+    /// The lists of the last reap, empty, kept so that the next one allocates nothing; a reap
+    /// that finds them taken by another makes its own.
+    scratch: Mutex<Option<Scratch>>,
+}
+
+/// What one reap collects, in lists that keep their room from one reap to the next.
+#[derive(Default)]
+struct Scratch {
+    attempts: Vec<Attempt>,
+    results: Vec<(i32, bool)>,
+    batch: Vec<(u64, i32)>,
+    rearm: Vec<(RawFd, Arming)>,
 }
 
 /// Takes one result; see [`crate::engine::complete`] for the contract.
@@ -131,6 +143,7 @@ impl Epoll {
             wake_fd,
             table: Arc::new(Mutex::new(Table::new(on_demand))),
             sink,
+            scratch: Mutex::new(None),
         };
         ring.ctl(
             libc::EPOLL_CTL_ADD,
@@ -213,8 +226,8 @@ impl Epoll {
         )
     }
 
-    /// Waits for events; returns the attempts they call for.
-    fn wait(&self, timeout: Option<Duration>) -> Result<Vec<Attempt>> {
+    /// Waits for events; adds the attempts they call for to `attempts`.
+    fn wait(&self, timeout: Option<Duration>, attempts: &mut Vec<Attempt>) -> Result<()> {
         // SAFETY: all zeros is a valid epoll_event.
         let mut events: [libc::epoll_event; MAX_EVENTS] = unsafe { std::mem::zeroed() };
         // SAFETY: the kernel writes at most MAX_EVENTS entries into `events`.
@@ -232,24 +245,61 @@ impl Epoll {
             Err(e) => return Err(e.into()),
         };
         let mut woken = false;
-        let attempts = {
+        {
             let mut table = self.table();
-            let mut attempts = Vec::new();
             for event in &events[..n] {
                 let (token, mask) = (event.u64, event.events);
                 if token == WAKE_TOKEN {
                     woken = true;
                 } else {
-                    table.ready(token, mask, &mut attempts);
+                    table.ready(token, mask, attempts);
                 }
             }
-            table.take_runnable(&mut attempts);
-            attempts
-        };
+            table.take_runnable(attempts);
+        }
         if woken {
             self.take_wake()?;
         }
-        Ok(attempts)
+        Ok(())
+    }
+
+    /// One reap, into lists that come and go empty.
+    fn reap_into(&self, s: &mut Scratch, timeout: Option<Duration>) -> Result<usize> {
+        {
+            let mut table = self.table();
+            table.take_runnable(&mut s.attempts);
+            table.take_finished(&mut s.batch);
+        }
+        if s.attempts.is_empty() && s.batch.is_empty() {
+            self.wait(timeout, &mut s.attempts)?;
+        }
+        for round in 1..=ATTEMPT_ROUNDS {
+            s.results.clear();
+            s.results.extend(s.attempts.iter().map(Epoll::perform));
+            let mut table = self.table();
+            for (attempt, &(result, drained)) in s.attempts.iter().zip(&s.results) {
+                table.done(attempt, result, drained);
+            }
+            let attempted = !s.attempts.is_empty();
+            s.attempts.clear();
+            if attempted && round < ATTEMPT_ROUNDS {
+                table.take_runnable(&mut s.attempts);
+            }
+            table.take_finished(&mut s.batch);
+            if s.attempts.is_empty() {
+                // The reap's last look at the table: what events disarmed and requests still
+                // wait on is armed again. Under the lock, like a registration in `submit`: a
+                // descriptor cannot be forgotten, and its number given to another socket,
+                // between the table's choice and the call.
+                table.take_rearm(&mut s.rearm);
+                for (fd, arming) in s.rearm.drain(..) {
+                    // A descriptor that is closing refuses; its requests end with the close.
+                    let _ = self.arm(fd, arming);
+                }
+                break;
+            }
+        }
+        Ok(deliver(self.sink, &mut s.batch))
     }
 
     fn table(&self) -> MutexGuard<'_, Table> {
@@ -257,16 +307,17 @@ impl Epoll {
     }
 }
 
-/// Hands results to the engine; called with no lock held.
-fn deliver(sink: Sink, batch: Vec<(u64, i32)>) -> usize {
-    for &(user_data, result) in &batch {
+/// Hands results to the engine, emptying `batch`; called with no lock held.
+fn deliver(sink: Sink, batch: &mut Vec<(u64, i32)>) -> usize {
+    let delivered = batch.len();
+    for (user_data, result) in batch.drain(..) {
         Counters::bump(&COUNTERS.completions);
         // SAFETY: every user_data in the table was given to `submit` by the sink's owner (the
         // engine makes it from `Arc::into_raw` of the operation), and the table hands out each
         // one's result once.
         unsafe { sink(user_data, result) };
     }
-    batch.len()
+    delivered
 }
 
 fn timeout_ms(timeout: Option<Duration>) -> libc::c_int {
@@ -333,40 +384,11 @@ impl Ring for Epoll {
     }
 
     fn reap(&self, timeout: Option<Duration>) -> Result<usize> {
-        let mut attempts = Vec::new();
-        let mut batch = {
-            let mut table = self.table();
-            table.take_runnable(&mut attempts);
-            table.take_finished()
-        };
-        if attempts.is_empty() && batch.is_empty() {
-            attempts = self.wait(timeout)?;
-        }
-        for round in 1..=ATTEMPT_ROUNDS {
-            let results: Vec<(i32, bool)> = attempts.iter().map(Epoll::perform).collect();
-            let mut table = self.table();
-            for (attempt, &(result, drained)) in attempts.iter().zip(&results) {
-                table.done(attempt, result, drained);
-            }
-            let attempted = !attempts.is_empty();
-            attempts.clear();
-            if attempted && round < ATTEMPT_ROUNDS {
-                table.take_runnable(&mut attempts);
-            }
-            batch.append(&mut table.take_finished());
-            if attempts.is_empty() {
-                // The reap's last look at the table: what events disarmed and requests still
-                // wait on is armed again. Under the lock, like a registration in `submit`: a
-                // descriptor cannot be forgotten, and its number given to another socket,
-                // between the table's choice and the call.
-                for (fd, arming) in table.take_rearm() {
-                    // A descriptor that is closing refuses; its requests end with the close.
-                    let _ = self.arm(fd, arming);
-                }
-                break;
-            }
-        }
-        Ok(deliver(self.sink, batch))
+        let mut scratch = lock(&self.scratch).take().unwrap_or_default();
+        let reaped = self.reap_into(&mut scratch, timeout);
+        // A failed wait leaves the lists empty too: it is made only when they are.
+        *lock(&self.scratch) = Some(scratch);
+        reaped
     }
 
     fn wake(&self) -> Result<()> {

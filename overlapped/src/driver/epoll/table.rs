@@ -304,22 +304,25 @@ impl Table {
     /// Adds to `attempts` the requests that submissions made runnable, or that results left
     /// runnable.
     pub(super) fn take_runnable(&mut self, attempts: &mut Vec<Attempt>) {
-        for fd in std::mem::take(&mut self.runnable) {
+        // Taken and given back, so that the list keeps its room from one reap to the next.
+        let mut runnable = std::mem::take(&mut self.runnable);
+        for fd in runnable.drain(..) {
             if let Some(watched) = self.watched.get_mut(fd) {
                 for s in watched.sides.iter_mut().filter(|s| s.ready) {
                     attempts.extend(Self::choose(&mut self.pending, fd, s, false));
                 }
             }
         }
+        self.runnable = runnable;
     }
 
     /// The registrations to arm again after the attempts of a reap: those that events disarmed
     /// and that requests still wait on (whether the attempts found their sides drained, or they
     /// were not attempted), for the sides those requests wait on. They count as armed from now
-    /// on.
-    pub(super) fn take_rearm(&mut self) -> Vec<(RawFd, Arming)> {
-        let mut rearm = Vec::new();
-        for fd in std::mem::take(&mut self.disarmed) {
+    /// on. They go to the end of `rearm`.
+    pub(super) fn take_rearm(&mut self, rearm: &mut Vec<(RawFd, Arming)>) {
+        let mut disarmed = std::mem::take(&mut self.disarmed);
+        for fd in disarmed.drain(..) {
             if let Some(w) = self.watched.get_mut(fd).filter(|w| w.armed == 0) {
                 let events = w.wanted(true);
                 if events != 0 {
@@ -329,7 +332,7 @@ impl Table {
                 }
             }
         }
-        rearm
+        self.disarmed = disarmed;
     }
 
     /// Whether anything waits for a reaper without an event: results or runnable requests.
@@ -415,9 +418,9 @@ impl Table {
         self.runnable.push(p.fd);
     }
 
-    /// The results ready to be delivered.
-    pub(super) fn take_finished(&mut self) -> Vec<(u64, i32)> {
-        std::mem::take(&mut self.finished)
+    /// Moves the results ready to be delivered to the end of `finished`.
+    pub(super) fn take_finished(&mut self, finished: &mut Vec<(u64, i32)>) {
+        finished.append(&mut self.finished);
     }
 
     fn unqueue(&mut self, fd: RawFd, side: Side, user_data: u64) {
