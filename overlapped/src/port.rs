@@ -171,7 +171,9 @@ impl<B: Send + 'static> CompletionPort<B> {
     /// packets, which any thread then takes. Other threads may start operations and post
     /// packets (the owner is woken to hand them to the kernel), but completions wait for the
     /// owner's next get. Make the owner a worker that keeps serving the port: while it runs a
-    /// packet, completions wait for it, and they stop coming if it exits.
+    /// packet, completions wait for it. Once it has exited (the kernel cancels what it
+    /// submitted), a get that finds no packet queued and an operation that has to wait fail with
+    /// `ERROR_ABANDONED_WAIT_0`.
     ///
     /// `WSAEOPNOTSUPP` where the backend cannot batch: the epoll backend, and io_uring before
     /// Linux 6.12.

@@ -209,3 +209,27 @@ fn batching_port_idle_wait_sleeps() {
         );
     });
 }
+
+/// Once the owner has exited, nobody can enter the ring: a get that would wait in it, and an
+/// operation that would go to it, fail with `ERROR_ABANDONED_WAIT_0` instead of waiting for
+/// completions that cannot come. Posted packets still come out.
+#[test]
+fn batching_port_whose_owner_exited_says_so() {
+    on_every_backend!(|| {
+        let Some(port) = batching_port(1) else { return };
+        let owner = {
+            let port = port.clone();
+            thread::spawn(move || assert_no_packet(&port)) // claims the ring, then exits
+        };
+        owner.join().unwrap();
+        port.post(4, 8, None).unwrap();
+        assert_eq!(next(&port).key, 8);
+        let err = port.get(Some(TIMEOUT)).unwrap_err();
+        assert_eq!(err.code(), codes::ERROR_ABANDONED_WAIT_0, "{err}");
+
+        let (sock, _peer) = tcp_pair_std();
+        port.associate(&sock, 1).unwrap();
+        let err = sock.recv(&tagged(), vec![vec![0; 4]], 0).unwrap_err();
+        assert_eq!(err.code(), codes::ERROR_ABANDONED_WAIT_0, "{err}");
+    });
+}

@@ -175,8 +175,7 @@ impl Uring {
     /// thread defers its submissions to this ring.
     fn push(&self, entry: io_uring::squeue::Entry, may_defer: bool) -> Result<()> {
         if let Some(owner) = self.owned_elsewhere() {
-            self.push_for_owner(entry, owner);
-            return Ok(());
+            return self.push_for_owner(entry, owner);
         }
         self.with_submission_queue(|sq| -> Result<()> {
             // SAFETY: the entry's pointers are valid until its completion (the caller's contract
@@ -201,15 +200,17 @@ impl Uring {
 
     /// Queues an entry on a batching ring that another thread owns (or nobody yet), and wakes the
     /// owner, whose next entry into the kernel submits it. With the queue full, waits until the
-    /// owner has taken some: for as long as the owner does not come back to the ring.
-    fn push_for_owner(&self, entry: io_uring::squeue::Entry, owner: &Owner) {
+    /// owner has taken some: for as long as the owner does not come back to the ring. Fails
+    /// once the owner has exited.
+    fn push_for_owner(&self, entry: io_uring::squeue::Entry, owner: &Owner) -> Result<()> {
         loop {
+            owner.check_alive()?;
             // SAFETY: as in `push`.
             let pushed = self.with_submission_queue(|sq| unsafe { sq.push(&entry) }.is_ok());
             owner.wake();
             if pushed {
                 Counters::bump(&COUNTERS.submissions);
-                return;
+                return Ok(());
             }
             std::thread::sleep(Duration::from_micros(100));
         }

@@ -13,22 +13,48 @@
 //! Other threads still queue requests: the submission queue is shared memory, written under the
 //! ring's lock. They cannot hand them to the kernel, so they wake the owner instead, by writing
 //! to an eventfd that the ring polls; the owner's next entry into the kernel submits them.
+//!
+//! When the owner exits, the kernel cancels what it submitted and nobody can enter the ring any
+//! more. The ring then says so: a reap or a submission fails with `ERROR_ABANDONED_WAIT_0`, as
+//! on a closed port, instead of waiting for completions that cannot come.
 
+use std::cell::RefCell;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 
 use io_uring::{opcode, squeue, types, IoUring};
 
+use crate::error::{codes, Error, Result};
 use crate::thread_token::ThreadToken;
 
 /// The tag of the completion of the owner's poll on its wake-up descriptor. Operations are
 /// tagged with the address of their record, which is never this.
 pub(super) const WAKE_TAG: u64 = u64::MAX;
 
+/// The owner word of a ring whose owner has exited; no thread token is this.
+const GONE: usize = usize::MAX;
+
+thread_local! {
+    /// The owner words of the rings the calling thread owns, marked [`GONE`] when it exits.
+    static OWNED: OwnedRings = const { OwnedRings(RefCell::new(Vec::new())) };
+}
+
+struct OwnedRings(RefCell<Vec<Weak<AtomicUsize>>>);
+
+impl Drop for OwnedRings {
+    fn drop(&mut self) {
+        for owner in self.0.borrow().iter().filter_map(Weak::upgrade) {
+            owner.store(GONE, Ordering::Release);
+        }
+    }
+}
+
 pub(super) struct Owner {
-    /// The owner's [`ThreadToken`] word, 0 until a thread has claimed the ring.
-    thread: AtomicUsize,
+    /// The owner's [`ThreadToken`] word: 0 until a thread has claimed the ring, [`GONE`] once
+    /// the owner has exited.
+    thread: Arc<AtomicUsize>,
     /// Written by other threads to wake the owner; the ring polls it.
     wake_fd: OwnedFd,
 }
@@ -42,7 +68,7 @@ impl Owner {
             return Err(io::Error::last_os_error());
         }
         Ok(Owner {
-            thread: AtomicUsize::new(0),
+            thread: Arc::new(AtomicUsize::new(0)),
             // SAFETY: `fd` was just created and is owned by nothing else.
             wake_fd: unsafe { OwnedFd::from_raw_fd(fd) },
         })
@@ -60,24 +86,40 @@ impl Owner {
         self.thread.load(Ordering::Acquire) == ThreadToken::current().as_word()
     }
 
-    /// Whether the calling thread owns the ring or may become its owner.
+    /// Whether the calling thread owns the ring or may become its owner — or the owner has
+    /// exited, which a reap then reports.
     pub(super) fn may_claim(&self) -> bool {
-        matches!(self.thread.load(Ordering::Acquire), 0) || self.is_current()
+        matches!(self.thread.load(Ordering::Acquire), 0 | GONE) || self.is_current()
+    }
+
+    /// `ERROR_ABANDONED_WAIT_0` if the owner has exited: the ring can take and give nothing.
+    pub(super) fn check_alive(&self) -> Result<()> {
+        match self.thread.load(Ordering::Acquire) {
+            GONE => Err(Error::new(codes::ERROR_ABANDONED_WAIT_0)),
+            _ => Ok(()),
+        }
     }
 
     /// Makes the calling thread the owner if there is none yet, enabling the ring for it.
     /// Returns whether the calling thread owns the ring. Callers serialise claims (the ring's
     /// reaping lock).
-    pub(super) fn claim(&self, ring: &IoUring) -> io::Result<bool> {
+    pub(super) fn claim(&self, ring: &IoUring) -> Result<bool> {
+        self.check_alive()?;
         let me = ThreadToken::current().as_word();
-        match self.thread.load(Ordering::Acquire) {
-            0 => {
-                ring.submitter().register_enable_rings()?;
-                self.thread.store(me, Ordering::Release);
-                Ok(true)
-            }
-            owner => Ok(owner == me),
+        if self.thread.load(Ordering::Acquire) != 0 {
+            return Ok(self.is_current());
         }
+        // Noted first, so that the ring is marked when this thread exits; a thread already
+        // exiting does not take the ring.
+        let noted = OWNED.try_with(|owned| {
+            owned.0.borrow_mut().push(Arc::downgrade(&self.thread));
+        });
+        if noted.is_err() {
+            return Ok(false);
+        }
+        ring.submitter().register_enable_rings()?;
+        self.thread.store(me, Ordering::Release);
+        Ok(true)
     }
 
     /// Wakes the owner from its wait, so that its next entry into the kernel submits what other
