@@ -14,6 +14,10 @@
 //!
 //! Packets come out in the order they were queued (S39, S40). Closing the port wakes every
 //! waiter with `ERROR_ABANDONED_WAIT_0` (S41).
+//!
+//! A port with a batch window ([`CompletionPort::with_batch_window`]) has a ring that only one
+//! thread may enter: the first that waits on the port leads from then on, and the others only
+//! ever sleep on the port's queue.
 
 use std::any::TypeId;
 use std::cell::RefCell;
@@ -412,8 +416,13 @@ impl<B: Send + 'static> PortInner<B> {
                 let n = max.min(mine);
                 let packets = take(&mut st.packets, n);
                 st.running += 1;
-                // Someone must take the rest, or wait in the ring now that this thread leaves.
-                if self.unclaimed(&st) || (st.leader.is_none() && st.waking == 0) {
+                // Someone must take the rest, or wait in the ring now that this thread leaves —
+                // unless the ring batches its waits: only its owner waits there, and an owner
+                // never sleeps on the port, so a sleeper woken for that would sleep again.
+                let someone_may_lead = !self.ring.batches_waits();
+                if self.unclaimed(&st)
+                    || (st.leader.is_none() && st.waking == 0 && someone_may_lead)
+                {
                     self.wake_one(&mut st);
                 }
                 drop(st);
