@@ -4,10 +4,11 @@
 Servers run one after another in alternating rounds (A B C ... A B C ...), so that a slow minute
 of a shared machine hurts every server of that round alike. Each run starts a fresh server pinned
 to CPU 0 and `overlapped bench` pinned to CPU 1. Over the measured window the script samples the
-server's CPU time (utime + stime of /proc/PID/stat, all threads) and, if `perf` can count the
-`raw_syscalls:sys_enter` tracepoint, the server's system calls. It reports, per server, the
-median over rounds of each metric and the median of the within-round ratio to the reference
-server (the hand-written epoll server). Two modes:
+server's CPU time (utime + stime of /proc/PID/stat, all threads; utime alone is reported too,
+as user CPU per message: what the server's own code costs beside the kernel's work) and, if
+`perf` can count the `raw_syscalls:sys_enter` tracepoint, the server's system calls. It
+reports, per server, the median over rounds of each metric and the median of the within-round
+ratio to the reference server (the hand-written epoll server). Two modes:
 
   paced    100 connections, depth 1, a fixed offered rate below every server's capacity:
            CPU microseconds per message, p99 latency, system calls per message.
@@ -33,7 +34,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REFERENCE = "epoll"
 TICKS = os.sysconf("SC_CLK_TCK")
-METRICS = ("msgs_per_s", "p99_us", "cpu_us_per_msg", "syscalls_per_msg")
+METRICS = ("msgs_per_s", "p99_us", "cpu_us_per_msg", "user_us_per_msg", "syscalls_per_msg")
 
 
 def target_dir():
@@ -127,10 +128,12 @@ def describe(cmd):
 
 
 def cpu_seconds(pid):
+    """The process's (user, user + system) CPU seconds so far, all threads."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     # Fields 14 and 15 of the file (utime, stime); [0] here is field 3.
-    return (int(fields[11]) + int(fields[12])) / TICKS
+    user, system = int(fields[11]) / TICKS, int(fields[12]) / TICKS
+    return user, user + system
 
 
 def perf_usable():
@@ -182,11 +185,11 @@ def run_once(name, cmd, bench_bin, load, args, use_perf):
         margin = min(0.5, args.duration / 4)
         time.sleep(max(0.0, started + args.warmup + margin - time.monotonic()))
         window = args.duration - 2 * margin
-        cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
+        (user0, cpu0), t0 = cpu_seconds(proc.pid), time.monotonic()
         syscalls = count_syscalls(proc.pid, window) if use_perf else None
         if syscalls is None:
             time.sleep(max(0.0, t0 + window - time.monotonic()))
-        cpu1, t1 = cpu_seconds(proc.pid), time.monotonic()
+        (user1, cpu1), t1 = cpu_seconds(proc.pid), time.monotonic()
         out, err = client.communicate(timeout=args.warmup + args.duration + 60)
         if client.returncode != 0:
             raise RuntimeError(f"bench failed against {name}: {err.strip()}")
@@ -197,6 +200,7 @@ def run_once(name, cmd, bench_bin, load, args, use_perf):
             "msgs_per_s": rate,
             "p99_us": result["latency_us"]["p99"],
             "cpu_us_per_msg": (cpu1 - cpu0) * 1e6 / messages if messages else None,
+            "user_us_per_msg": (user1 - user0) * 1e6 / messages if messages else None,
             "syscalls_per_msg": syscalls / (rate * window) if syscalls and rate else None,
             "errors": result["errors"],
             "first_error": result["first_error"],
@@ -245,10 +249,10 @@ def summarize(runs, offered=None):
         if offered:
             row["held"] = sum(1 for m in rounds if (m["msgs_per_s"] or 0) >= 0.97 * offered)
         for metric in METRICS:
-            row["raw"][metric] = median(m[metric] for m in rounds)
+            row["raw"][metric] = median(m.get(metric) for m in rounds)
             ratios = []
             for mine, theirs in zip(rounds, ref):
-                if mine[metric] is not None and theirs[metric]:
+                if mine.get(metric) is not None and theirs.get(metric):
                     ratios.append(mine[metric] / theirs[metric])
             row["ratio"][metric] = median(ratios)
         summary[name] = row
@@ -261,9 +265,9 @@ def fmt(value, digits):
 
 def table(title, summary):
     lines = [title, "",
-             "| server | msg/s | rate held | p99 µs | CPU µs/msg | syscalls/msg "
+             "| server | msg/s | rate held | p99 µs | CPU µs/msg | user µs/msg | syscalls/msg "
              "| msg/s ÷ ref | p99 ÷ ref | CPU ÷ ref | syscalls ÷ ref | errors |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, row in summary.items():
         raw, ratio = row["raw"], row["ratio"]
         errors = str(row["errors"]) + (f" ({row['failed_runs']} runs failed)"
@@ -271,7 +275,8 @@ def table(title, summary):
         held = f"{row['held']}/{row['rounds']}" if "held" in row else "—"
         lines.append(
             f"| {name} | {fmt(raw['msgs_per_s'], 0)} | {held} | {fmt(raw['p99_us'], 0)} "
-            f"| {fmt(raw['cpu_us_per_msg'], 2)} | {fmt(raw['syscalls_per_msg'], 2)} "
+            f"| {fmt(raw['cpu_us_per_msg'], 2)} | {fmt(raw['user_us_per_msg'], 2)} "
+            f"| {fmt(raw['syscalls_per_msg'], 2)} "
             f"| {fmt(ratio['msgs_per_s'], 2)} | {fmt(ratio['p99_us'], 2)} "
             f"| {fmt(ratio['cpu_us_per_msg'], 2)} | {fmt(ratio['syscalls_per_msg'], 2)} "
             f"| {errors} |")
