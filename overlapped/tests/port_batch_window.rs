@@ -95,15 +95,18 @@ fn batching_port_takes_operations_started_by_other_threads() {
         let Some(port) = batching_port(1) else { return };
         let (sock, mut peer) = tcp_pair_std();
         port.associate(&sock, 3).unwrap();
+        let (claimed_tx, claimed) = mpsc::channel();
         let owner = {
             let port = port.clone();
             thread::spawn(move || {
                 // The first wait claims the ring; the second has no deadline.
                 assert_no_packet(&port);
+                claimed_tx.send(()).unwrap();
                 port.get(None).map(|p| (p.key, p.result()))
             })
         };
-        settle_time();
+        claimed.recv_timeout(TIMEOUT).unwrap();
+        settle_time(); // the owner is back in the kernel, most likely
         let ov = tagged();
         assert_eq!(sock.recv(&ov, vec![vec![0; 8]], 0), Ok(Started::Pending));
         write_all(&mut peer, b"abc");
