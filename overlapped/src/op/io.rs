@@ -31,10 +31,16 @@ pub(super) struct OpIo {
     /// Bytes transferred by earlier stages or pieces.
     pub(super) moved_before: usize,
     pub(super) linux_flags: i32,
-    /// After an accept: the socket the connection now lives in, where data moves.
-    pub(super) data_sock: Option<Arc<SockInner>>,
-    /// After an accept: the peer it reported.
-    pub(super) accepted_from: Option<SocketAddr>,
+    /// After an accept: where the connection now lives. Boxed, like the address.
+    pub(super) accepted: Option<Box<Accepted>>,
+}
+
+/// What an accept leaves for the stages after it.
+pub(super) struct Accepted {
+    /// The socket the connection now lives in, where data moves.
+    pub(super) sock: Arc<SockInner>,
+    /// The peer the accept reported.
+    pub(super) from: Option<SocketAddr>,
 }
 
 // SAFETY: the raw pointers in `OpIo` point into the operation's own fields and into the buffers
@@ -61,17 +67,21 @@ impl OpIo {
             total,
             moved_before: 0,
             linux_flags,
-            data_sock: None,
-            accepted_from: None,
+            accepted: None,
         };
         io.start_stage();
         io
     }
 
+    /// The peer an accept reported, if the operation began with one.
+    pub(super) fn accepted_from(&self) -> Option<SocketAddr> {
+        self.accepted.as_ref().and_then(|a| a.from)
+    }
+
     /// The socket data moves on now: the accepted connection after an accept, else the
     /// operation's own.
     pub(super) fn data_sock<'a>(&'a self, sock: &'a Arc<SockInner>) -> &'a Arc<SockInner> {
-        self.data_sock.as_ref().unwrap_or(sock)
+        self.accepted.as_ref().map_or(sock, |a| &a.sock)
     }
 
     /// Replaces the vectors with one piece (a file transmission's next part).

@@ -9,7 +9,7 @@ use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
-use super::io::OpIo;
+use super::io::{Accepted, OpIo};
 use super::Step;
 use crate::addr::RawAddr;
 use crate::buf::IoVecs;
@@ -190,7 +190,7 @@ impl OpIo {
                         a.len = namelen;
                         a.to_socket_addr()
                     }
-                    None => self.accepted_from,
+                    None => self.accepted_from(),
                 };
                 let mut completion = self.success(out_flags, from);
                 if out_flags & flags::MSG_PARTIAL != 0 && !stream {
@@ -213,7 +213,7 @@ impl OpIo {
                         self.set_piece(piece);
                         Step::More
                     }
-                    Ok(None) => Step::Finished(self.success(0, self.accepted_from)),
+                    Ok(None) => Step::Finished(self.success(0, self.accepted_from())),
                     Err(errno) => Step::Finished(self.failure(sock, errno, abort_code)),
                 }
             }
@@ -230,13 +230,13 @@ impl OpIo {
                     let errno = std::io::Error::last_os_error().raw_os_error();
                     return Step::Finished(self.failure(sock, errno.unwrap_or(libc::EIO), 0));
                 }
-                self.accepted_from = self.addr.take().and_then(|a| a.to_socket_addr());
-                self.data_sock = Some(into);
+                let from = self.addr.take().and_then(|a| a.to_socket_addr());
+                self.accepted = Some(Box::new(Accepted { sock: into, from }));
                 if self.total > 0 {
                     self.stage = Stage::Recv { wait_all: false };
                     return Step::More;
                 }
-                Step::Finished(self.success(0, self.accepted_from))
+                Step::Finished(self.success(0, from))
             }
             Stage::Connect { started, .. } => {
                 if started {
