@@ -31,7 +31,7 @@ use owner::{Owner, WAKE_TAG};
 mod owner;
 
 /// Submission queue entries; submitters wait for the kernel to take some when it is full.
-const SQ_ENTRIES: u32 = 1024;
+const SQ_ENTRIES: u32 = 128;
 /// Completion queue entries: room for many more operations in flight than the submission queue
 /// holds at once.
 const CQ_ENTRIES: u32 = 16384;
