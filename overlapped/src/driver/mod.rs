@@ -216,16 +216,26 @@ thread_local! {
 /// flushes that ring; `None` ends that, handing over what was left queued.
 pub(crate) fn defer_submissions(ring: Option<&Arc<dyn Ring>>) {
     let ring = ring.filter(|r| r.batches_submissions());
+    // A port's worker names the same ring at every get: nothing to clone, drop or flush then.
+    let unchanged = DEFERRING
+        .try_with(|d| match (&*d.borrow(), ring) {
+            (Some(before), Some(now)) => Arc::ptr_eq(before, now),
+            (None, None) => true,
+            _ => false,
+        })
+        .unwrap_or(false);
+    if unchanged {
+        return;
+    }
     // While the thread's locals are being destroyed there is nothing to defer to any more.
     let before = DEFERRING
         .try_with(|d| d.replace(ring.cloned()))
         .ok()
         .flatten();
     if let Some(before) = before {
-        if !ring.is_some_and(|r| Arc::ptr_eq(r, &before)) {
-            // A failed flush leaves the requests for the ring's next entry into the kernel.
-            let _ = before.flush();
-        }
+        // Another ring, or none: what was left queued for the one before goes in now. A failed
+        // flush leaves the requests for that ring's next entry into the kernel.
+        let _ = before.flush();
     }
 }
 
