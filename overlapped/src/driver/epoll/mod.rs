@@ -263,7 +263,7 @@ impl Epoll {
         Ok(())
     }
 
-    /// One reap, into lists that come and go empty.
+    /// One reap, into lists that come and go empty (unless the wait fails).
     fn reap_into(&self, s: &mut Scratch, timeout: Option<Duration>) -> Result<usize> {
         {
             let mut table = self.table();
@@ -386,7 +386,8 @@ impl Ring for Epoll {
     fn reap(&self, timeout: Option<Duration>) -> Result<usize> {
         let mut scratch = lock(&self.scratch).take().unwrap_or_default();
         let reaped = self.reap_into(&mut scratch, timeout);
-        // A failed wait leaves the lists empty too: it is made only when they are.
+        // After a failed wait the lists may hold the attempts it chose (their requests are
+        // marked busy): the next reap that takes these lists performs them.
         *lock(&self.scratch) = Some(scratch);
         reaped
     }

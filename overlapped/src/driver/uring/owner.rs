@@ -112,7 +112,9 @@ impl Owner {
         // Noted first, so that the ring is marked when this thread exits; a thread already
         // exiting does not take the ring.
         let noted = OWNED.try_with(|owned| {
-            owned.0.borrow_mut().push(Arc::downgrade(&self.thread));
+            let mut owned = owned.0.borrow_mut();
+            owned.retain(|ring| ring.strong_count() > 0); // rings dropped since
+            owned.push(Arc::downgrade(&self.thread));
         });
         if noted.is_err() {
             return Ok(false);
