@@ -84,9 +84,8 @@ pub(crate) struct Uring {
     sq_lock: Mutex<()>,
     /// Serialises reaping (the shared completion view may exist only once at a time).
     cq_lock: Mutex<Vec<(u64, i32)>>,
-    /// How long a wait gathers completions, in microseconds (0: it returns with the first).
-    batch_us: u32,
-    /// The thread that alone may enter the kernel on a batching ring; `None` on other rings.
+    /// On a batching ring, the thread that alone may enter the kernel on it, and the window;
+    /// `None` on other rings.
     owner: Option<Owner>,
 }
 
@@ -109,7 +108,6 @@ impl Uring {
             ring,
             sq_lock: Mutex::new(()),
             cq_lock: Mutex::new(Vec::with_capacity(256)),
-            batch_us: 0,
             owner: None,
         })
     }
@@ -133,13 +131,12 @@ impl Uring {
         if !ring.params().is_feature_min_timeout() {
             return Err(unsupported());
         }
-        let owner = Owner::new()?;
+        let owner = Owner::new(window.as_micros().clamp(1, u32::MAX as u128) as u32)?;
         let wake_poll = owner.wake_poll();
         let uring = Uring {
             ring,
             sq_lock: Mutex::new(()),
             cq_lock: Mutex::new(Vec::with_capacity(256)),
-            batch_us: window.as_micros().clamp(1, u32::MAX as u128) as u32,
             owner: Some(owner),
         };
         // The queue is empty: the push cannot fail. The owner's first entry submits it.
@@ -241,9 +238,9 @@ impl Uring {
         debug_assert!(self.owned_elsewhere().is_none(), "only the owner enters");
         Counters::bump(&COUNTERS.kernel_entries);
         let submitter = self.ring.submitter();
-        let batch_us = match want {
-            0 => 0,
-            _ => self.batch_us,
+        let batch_us = match (want, &self.owner) {
+            (1.., Some(owner)) => owner.window_us,
+            _ => 0,
         };
         let timeout = match (timeout, batch_us) {
             (None, 1..) => Some(BATCHED_WAIT_LIMIT),
@@ -380,7 +377,7 @@ impl Ring for Uring {
     }
 
     fn batches_waits(&self) -> bool {
-        self.batch_us > 0
+        self.owner.is_some()
     }
 
     fn may_reap(&self) -> bool {

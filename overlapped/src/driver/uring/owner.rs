@@ -52,6 +52,8 @@ impl Drop for OwnedRings {
 }
 
 pub(super) struct Owner {
+    /// How long a wait gathers completions, in microseconds (at least 1).
+    pub(super) window_us: u32,
     /// The owner's [`ThreadToken`] word: 0 until a thread has claimed the ring, [`GONE`] once
     /// the owner has exited.
     thread: Arc<AtomicUsize>,
@@ -60,7 +62,7 @@ pub(super) struct Owner {
 }
 
 impl Owner {
-    pub(super) fn new() -> io::Result<Owner> {
+    pub(super) fn new(window_us: u32) -> io::Result<Owner> {
         // SAFETY: eventfd takes no pointers; a non-negative result is a new descriptor that
         // nothing else owns.
         let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
@@ -68,6 +70,7 @@ impl Owner {
             return Err(io::Error::last_os_error());
         }
         Ok(Owner {
+            window_us,
             thread: Arc::new(AtomicUsize::new(0)),
             // SAFETY: `fd` was just created and is owned by nothing else.
             wake_fd: unsafe { OwnedFd::from_raw_fd(fd) },
