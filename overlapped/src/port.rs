@@ -174,7 +174,8 @@ impl<B: Send + 'static> CompletionPort<B> {
     /// ring from then on: only that thread waits in the kernel and turns completions into
     /// packets, which any thread then takes. Other threads may start operations and post
     /// packets (the owner is woken to hand them to the kernel), but completions wait for the
-    /// owner's next get. Make the owner a worker that keeps serving the port: while it runs a
+    /// owner's next get; before the first get, up to 1,024 requests wait for it, and a thread
+    /// that queues more waits until the owner has taken some. Make the owner a worker that keeps serving the port: while it runs a
     /// packet, completions wait for it. Once it has exited (the kernel cancels what it
     /// submitted), a get that finds no packet queued and an operation that has to wait fail with
     /// `ERROR_ABANDONED_WAIT_0`.

@@ -236,3 +236,46 @@ fn batching_port_whose_owner_exited_says_so() {
         assert_eq!(err.code(), codes::ERROR_ABANDONED_WAIT_0, "{err}");
     });
 }
+
+/// Requests queued before any thread has waited on the port (receives posted, say, before the
+/// workers start) wait in the ring for its first owner: a few hundred of them do not block the
+/// thread that starts them, and each one's packet comes once a worker waits.
+#[test]
+fn batching_port_keeps_requests_made_before_its_owner() {
+    on_every_backend!(|| {
+        const SOCKETS: usize = 300;
+        let Some(port) = batching_port(1) else { return };
+        let pairs: Vec<_> = (0..SOCKETS).map(|_| tcp_pair_std()).collect();
+        let (started_tx, started) = mpsc::channel();
+        let starter = {
+            let port = port.clone();
+            thread::spawn(move || {
+                let mut pending = Vec::new();
+                for (key, (sock, peer)) in pairs.into_iter().enumerate() {
+                    port.associate(&sock, key).unwrap();
+                    let ov = tagged();
+                    assert_eq!(sock.recv(&ov, vec![vec![0; 4]], 0), Ok(Started::Pending));
+                    pending.push((sock, peer, ov));
+                }
+                started_tx.send(()).unwrap();
+                pending
+            })
+        };
+        started
+            .recv_timeout(TIMEOUT)
+            .expect("starting the receives blocked without an owner");
+        let mut pending = starter.join().unwrap();
+        for (_, peer, _) in &mut pending {
+            write_all(peer, b"ping");
+        }
+        let mut keys: Vec<usize> = (0..SOCKETS)
+            .map(|_| {
+                let p = next(&port);
+                assert_eq!(p.result(), Ok(4));
+                p.key
+            })
+            .collect();
+        keys.sort_unstable();
+        assert_eq!(keys, (0..SOCKETS).collect::<Vec<_>>());
+    });
+}

@@ -32,6 +32,10 @@ mod owner;
 
 /// Submission queue entries; submitters wait for the kernel to take some when it is full.
 const SQ_ENTRIES: u32 = 128;
+/// Submission queue entries of a batching ring: until its owner's first wait nobody can hand
+/// requests to the kernel, so this many can be queued before then (accepts posted before the
+/// workers start, say) without waiting for the owner.
+const BATCHING_SQ_ENTRIES: u32 = 1024;
 /// Completion queue entries: room for many more operations in flight than the submission queue
 /// holds at once.
 const CQ_ENTRIES: u32 = 16384;
@@ -123,7 +127,7 @@ impl Uring {
             .setup_defer_taskrun()
             .setup_taskrun_flag()
             .setup_r_disabled()
-            .build(SQ_ENTRIES)
+            .build(BATCHING_SQ_ENTRIES)
             .map_err(|e| match e.raw_os_error() {
                 Some(libc::EINVAL) => unsupported(),
                 _ => Error::from(e),
