@@ -108,12 +108,17 @@ impl Uring {
             },
             false => builder.build(SQ_ENTRIES)?,
         };
-        Ok(Uring {
+        Ok(Uring::around(ring, None))
+    }
+
+    /// The ring's state around a set-up io_uring.
+    fn around(ring: IoUring, owner: Option<Owner>) -> Uring {
+        Uring {
             ring,
             sq_lock: Mutex::new(()),
             cq_lock: Mutex::new(Vec::with_capacity(256)),
-            owner: None,
-        })
+            owner,
+        }
     }
 
     /// A ring whose waits gather completions for up to `window` (at least a microsecond), owned
@@ -137,12 +142,7 @@ impl Uring {
         }
         let owner = Owner::new(window.as_micros().clamp(1, u32::MAX as u128) as u32)?;
         let wake_poll = owner.wake_poll();
-        let uring = Uring {
-            ring,
-            sq_lock: Mutex::new(()),
-            cq_lock: Mutex::new(Vec::with_capacity(256)),
-            owner: Some(owner),
-        };
+        let uring = Uring::around(ring, Some(owner));
         // The queue is empty: the push cannot fail. The owner's first entry submits it.
         // SAFETY: the poll points to no memory; its descriptor lives as long as the ring.
         uring.with_submission_queue(|sq| unsafe { sq.push(&wake_poll) }.is_ok());
