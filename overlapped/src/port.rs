@@ -175,10 +175,10 @@ impl<B: Send + 'static> CompletionPort<B> {
     /// packets, which any thread then takes. Other threads may start operations and post
     /// packets (the owner is woken to hand them to the kernel), but completions wait for the
     /// owner's next get; before the first get, up to 1,024 requests wait for it, and a thread
-    /// that queues more waits until the owner has taken some. Make the owner a worker that keeps serving the port: while it runs a
-    /// packet, completions wait for it. Once it has exited (the kernel cancels what it
-    /// submitted), a get that finds no packet queued and an operation that has to wait fail with
-    /// `ERROR_ABANDONED_WAIT_0`.
+    /// that queues more waits until the owner has taken some. Make the owner a worker that keeps
+    /// serving the port: while it runs a packet, completions wait for it. Once it has exited (the
+    /// kernel cancels what it submitted), a get that finds no packet queued and an operation that
+    /// has to wait fail with `ERROR_ABANDONED_WAIT_0`.
     ///
     /// `WSAEOPNOTSUPP` where the backend cannot batch: the epoll backend, and io_uring before
     /// Linux 6.12.
