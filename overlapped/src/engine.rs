@@ -185,7 +185,6 @@ fn submit(op: &Arc<Op>) -> Result<()> {
 pub(crate) unsafe fn complete(user_data: u64, result: i32) {
     // SAFETY: the caller's contract: this is the reference `submit` gave the kernel.
     let op = unsafe { Arc::from_raw(user_data as *const Op) };
-    let mut finished = Finished::new();
     let step = if result == -libc::ECANCELED && !op.is_cancelled() {
         // Nobody asked for this cancel: the kernel ends a thread's io_uring requests when the
         // thread that submitted them exits. The operation belongs to the program, not to that
@@ -194,29 +193,32 @@ pub(crate) unsafe fn complete(user_data: u64, result: i32) {
     } else {
         op.absorb(result)
     };
-    match step {
-        Step::More | Step::WouldBlock => {
-            let mut queues = lock(&op.sock.queues);
-            if op.is_cancelled() {
-                // A cancel came between two kernel requests of this operation and found nothing.
-                let aborted = Completion::aborted(op.abort_code());
-                finished.push((op.clone(), aborted));
-            } else if let Err(error) = submit(&op) {
-                finished.push((op.clone(), Completion::failed(error, 0)));
+    // The operations behind this one that finish as it leaves its queue; most often none, and
+    // an empty list costs no allocation.
+    let mut behind = Finished::new();
+    let own = {
+        let mut queues = lock(&op.sock.queues);
+        let own = match step {
+            Step::Finished(completion) => Some(completion),
+            // A cancel came between two kernel requests of this operation and found nothing.
+            Step::More | Step::WouldBlock if op.is_cancelled() => {
+                Some(Completion::aborted(op.abort_code()))
             }
-            if !finished.is_empty() {
-                queues.dirs[op.dir as usize].in_flight = None;
-                start_waiting(&op.sock, &mut queues, op.dir, &mut finished);
-            }
-        }
-        Step::Finished(completion) => {
-            finished.push((op.clone(), completion));
-            let mut queues = lock(&op.sock.queues);
+            Step::More | Step::WouldBlock => match submit(&op) {
+                Ok(()) => None,
+                Err(error) => Some(Completion::failed(error, 0)),
+            },
+        };
+        if own.is_some() {
             queues.dirs[op.dir as usize].in_flight = None;
-            start_waiting(&op.sock, &mut queues, op.dir, &mut finished);
+            start_waiting(&op.sock, &mut queues, op.dir, &mut behind);
         }
+        own
+    };
+    if let Some(completion) = own {
+        op.finish(completion, true);
     }
-    notify_all(finished);
+    notify_all(behind);
 }
 
 /// Starts the waiting operations of one direction until one has to wait for the kernel.
