@@ -25,7 +25,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::thread;
 use std::time::Duration;
 
-use overlapped::{codes, CompletionPort, Error, Family, Kind, Overlapped, Packet, Socket, Started};
+use overlapped::{
+    codes, CompletionPort, Error, Family, Kind, Overlapped, Packet, Prefix, Socket, Started,
+};
 
 use crate::failure::{Context, Failure, Outcome};
 
@@ -58,6 +60,8 @@ enum Step {
     /// The echo is sent.
     Echoed,
 }
+/// A connection's buffer: the whole of it receives, the bytes that came are echoed from it.
+type Buf = Prefix<Vec<u8>>;
 /// Free receive buffers kept for reuse at most.
 const POOL_MAX: usize = 1024;
 
@@ -79,7 +83,7 @@ pub fn serve(listener: Socket, tuning: Tuning, verbose: bool) -> Outcome<()> {
         batch_us,
         pinned,
     } = tuning;
-    let port: CompletionPort =
+    let port: CompletionPort<Buf> =
         match CompletionPort::with_batch_window(threads, Duration::from_micros(batch_us)) {
             Err(e) if e.code() == codes::WSAEOPNOTSUPP => {
                 return Err(Failure::new(
@@ -122,14 +126,14 @@ pub fn serve(listener: Socket, tuning: Tuning, verbose: bool) -> Outcome<()> {
 }
 
 struct Server {
-    port: CompletionPort,
+    port: CompletionPort<Buf>,
     listener: Socket,
     /// Pending accepts: the socket each one fills, with its overlapped object.
-    accepts: Mutex<Vec<(Socket, Overlapped)>>,
+    accepts: Mutex<Vec<(Socket, Overlapped<Buf>)>>,
     conns: RwLock<HashMap<usize, Arc<Conn>, BuildHasherDefault<KeyHasher>>>,
     next_key: AtomicUsize,
     /// Receive buffers not in use: only connections with data in hand hold one.
-    pool: Mutex<Vec<Vec<u8>>>,
+    pool: Mutex<Vec<Buf>>,
     /// Post receives with their buffer instead of zero-byte receives first.
     pinned: bool,
     verbose: bool,
@@ -140,7 +144,7 @@ struct Conn {
     sock: Socket,
     /// The connection's one overlapped object: its operations follow one another (wait for
     /// data, receive, echo), never two at once.
-    ov: Overlapped,
+    ov: Overlapped<Buf>,
     /// Which of them is pending: [`WAITING`], [`RECEIVING`] or [`SENDING`].
     phase: AtomicU8,
 }
@@ -185,7 +189,7 @@ impl Server {
     }
 
     /// A connection arrived: give it a key, start its first receive, replace the accept.
-    fn accepted(&self, packet: Packet) -> Outcome<()> {
+    fn accepted(&self, packet: Packet<Buf>) -> Outcome<()> {
         let Some(ov) = packet.overlapped else {
             return Err(Failure::new(
                 "an accept packet without its overlapped object",
@@ -232,7 +236,7 @@ impl Server {
 
     /// A receive or an echo of connection `packet.key` finished, or the connection's turn came
     /// back after it yielded.
-    fn transferred(&self, packet: Packet) {
+    fn transferred(&self, packet: Packet<Buf>) {
         let conn = self
             .conns
             .read()
@@ -283,44 +287,51 @@ impl Server {
     }
 
     /// One step; the next one if this one completed at once.
+    ///
+    /// A connection's buffer list travels with its operations: each step takes it back from the
+    /// overlapped object and passes it on, so that no step allocates one; the receive buffer
+    /// itself carries the echo, cut to the bytes that came.
     fn step(&self, key: usize, conn: &Conn, step: Step) -> Option<Step> {
         let started = match step {
             // A zero-byte receive: the connection waits for data without a buffer (S9), so an
             // idle connection pins none.
             Step::WaitForData => {
+                let mut bufs = self.buffer_list(key, conn)?;
+                if let Some(buf) = bufs.pop() {
+                    self.recycle(buf);
+                }
+                bufs.push(Prefix::new(Vec::new()));
                 conn.phase.store(WAITING, Ordering::Relaxed);
-                conn.sock.recv(&conn.ov, vec![Vec::new()], 0)
+                conn.sock.recv(&conn.ov, bufs, 0)
             }
             Step::Receive => {
+                let mut bufs = self.buffer_list(key, conn)?;
+                // The buffer the last echo went out from, whole again, or one from the pool.
+                let buf = match bufs.pop() {
+                    Some(mut buf) if buf.capacity() == BUF_SIZE => {
+                        buf.reset();
+                        buf
+                    }
+                    _ => self.buffer(),
+                };
+                bufs.push(buf);
                 conn.phase.store(RECEIVING, Ordering::Relaxed);
-                conn.sock.recv(&conn.ov, vec![self.buffer()], 0)
+                conn.sock.recv(&conn.ov, bufs, 0)
             }
             Step::Received(0) => {
                 self.close(key, None); // S10: the peer closed gracefully.
                 return None;
             }
             Step::Received(bytes) => {
-                let buf = match conn.ov.take_buffers() {
-                    Ok(mut bufs) => bufs.pop().unwrap_or_default(),
-                    Err(e) => {
-                        self.close(key, Some(e));
-                        return None;
-                    }
-                };
-                // The echo gets a copy of just the bytes; the receive buffer goes back whole.
-                let echo = buf[..bytes.min(buf.len())].to_vec();
-                self.recycle(buf);
+                let mut bufs = self.buffer_list(key, conn)?;
+                if let Some(buf) = bufs.last_mut() {
+                    buf.set_len(bytes);
+                }
                 conn.phase.store(SENDING, Ordering::Relaxed);
-                conn.sock.send(&conn.ov, vec![echo], 0)
+                conn.sock.send(&conn.ov, bufs, 0)
             }
             // The echo is sent (S8: whole): the connection waits for its next message.
-            Step::Echoed => {
-                if let Err(e) = conn.ov.take_buffers() {
-                    self.close(key, Some(e));
-                    return None;
-                }
-                return Some(self.next_receive());
-            }
+            Step::Echoed => return Some(self.next_receive()),
         };
         match (step, started) {
             (_, Ok(Started::Pending)) => None, // its packet comes when it completes
@@ -334,16 +345,33 @@ impl Server {
         }
     }
 
-    /// A receive buffer from the pool, or a new one.
-    fn buffer(&self) -> Vec<u8> {
-        let pooled = self.pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        pooled.unwrap_or_else(|| vec![0; BUF_SIZE])
+    /// The connection's buffer list, back from its last operation (empty before the first).
+    fn buffer_list(&self, key: usize, conn: &Conn) -> Option<Vec<Buf>> {
+        match conn.ov.take_buffers() {
+            Ok(bufs) => Some(bufs),
+            // No operation yet: the connection's first list.
+            Err(e) if e.code() == codes::WSAEINVAL => Some(Vec::with_capacity(1)),
+            Err(e) => {
+                self.close(key, Some(e));
+                None
+            }
+        }
     }
 
-    /// Puts a receive buffer back in the pool.
-    fn recycle(&self, buf: Vec<u8>) {
+    /// A receive buffer from the pool, or a new one.
+    fn buffer(&self) -> Buf {
+        let pooled = self.pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        pooled.unwrap_or_else(|| Prefix::new(vec![0; BUF_SIZE]))
+    }
+
+    /// Puts a receive buffer back in the pool, whole again.
+    fn recycle(&self, mut buf: Buf) {
+        if buf.capacity() != BUF_SIZE {
+            return; // not one of the pool's (the zero-byte receive's empty buffer)
+        }
+        buf.reset();
         let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
-        if pool.len() < POOL_MAX && buf.len() == BUF_SIZE {
+        if pool.len() < POOL_MAX {
             pool.push(buf);
         }
     }
