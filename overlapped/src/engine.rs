@@ -27,6 +27,9 @@ use crate::overlapped::{Completion, Started};
 pub(crate) struct Queues {
     dirs: [DirQueue; 2],
     closed: bool,
+    /// The record of the socket's last finished operation, for its next one to reuse
+    /// ([`retire`]). It refers to the socket, so the socket's close takes it out.
+    spare: Option<Arc<Op>>,
 }
 
 #[derive(Default)]
@@ -107,6 +110,7 @@ pub(crate) fn start(op: Arc<Op>) -> Result<Started> {
                     // such packets (S44).
                     let notify = !(op.notifies_port() && op.sock.skips_port_on_success());
                     op.finish(completion, notify);
+                    retire(op);
                     Ok(Started::Done(bytes))
                 }
             }
@@ -217,8 +221,34 @@ pub(crate) unsafe fn complete(user_data: u64, result: i32) {
     };
     if let Some(completion) = own {
         op.finish(completion, true);
+        retire(op);
     }
     notify_all(behind);
+}
+
+/// Keeps a finished operation's record in its socket for the socket's next operation
+/// ([`take_spare`], [`Op::renew`]): most operations are like the one before on their socket, and
+/// renewing a record spares an allocation, a free and the cloning of the references it keeps. A
+/// record that anyone else still holds is left to them, and a closed socket keeps none (the record
+/// refers to the socket, which would never be freed).
+pub(crate) fn retire(mut op: Arc<Op>) {
+    let Some(record) = Arc::get_mut(&mut op) else {
+        return;
+    };
+    record.release();
+    let sock = op.sock.clone();
+    let mut queues = lock(&sock.queues);
+    let replaced = match queues.closed {
+        true => Some(op),
+        false => queues.spare.replace(op),
+    };
+    drop(queues);
+    drop(replaced); // outside the lock: it may hold the last reference to an overlapped object
+}
+
+/// The record kept by [`retire`], if the socket has one.
+pub(crate) fn take_spare(sock: &crate::socket::SockInner) -> Option<Arc<Op>> {
+    lock(&sock.queues).spare.take()
 }
 
 /// Starts the waiting operations of one direction until one has to wait for the kernel.
@@ -303,9 +333,14 @@ fn abort_all(sock: &crate::socket::SockInner, closing: bool) -> bool {
     };
     let mut finished = Finished::new();
     let mut found = false;
+    // Dropped after the lock: the record may hold the last reference to an overlapped object.
+    let mut spare = None;
     {
         let mut queues = lock(&sock.queues);
         queues.closed |= closing;
+        if closing {
+            spare = queues.spare.take();
+        }
         for dir in queues.dirs.iter_mut() {
             for op in dir.waiting.drain(..) {
                 let aborted = Completion::aborted(code(&op));
@@ -320,6 +355,7 @@ fn abort_all(sock: &crate::socket::SockInner, closing: bool) -> bool {
             }
         }
     }
+    drop(spare);
     found |= !finished.is_empty();
     notify_all(finished);
     found

@@ -39,6 +39,41 @@ impl Notify {
         }
     }
 
+    /// Becomes `next`, keeping the port's reference when it is the same port and key.
+    pub(crate) fn renew(&mut self, next: Notify) {
+        match (&mut *self, next) {
+            (
+                Notify::Port {
+                    sink,
+                    key,
+                    overlapped,
+                },
+                Notify::Port {
+                    sink: next_sink,
+                    key: next_key,
+                    overlapped: next_overlapped,
+                },
+            ) if Arc::ptr_eq(sink, &next_sink) && *key == next_key => {
+                *overlapped.get_mut().unwrap_or_else(|e| e.into_inner()) = next_overlapped
+                    .into_inner()
+                    .unwrap_or_else(|e| e.into_inner());
+            }
+            (_, next) => *self = next,
+        }
+    }
+
+    /// Lets go of the overlapped object's handle and of a routine, keeping a port's reference for
+    /// the next operation of the same socket.
+    pub(crate) fn release(&mut self) {
+        match self {
+            Notify::Port { overlapped, .. } => {
+                *overlapped.get_mut().unwrap_or_else(|e| e.into_inner()) = None;
+            }
+            Notify::Event(None) => {}
+            Notify::Event(Some(_)) | Notify::Routine(_) => *self = Notify::Event(None),
+        }
+    }
+
     /// Whether this notification goes to a completion port.
     pub(crate) fn is_port(&self) -> bool {
         matches!(self, Notify::Port { .. })

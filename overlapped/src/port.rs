@@ -116,7 +116,7 @@ pub(crate) trait PortSink: Send + Sync {
     /// Queues the packet of a finished operation.
     fn post_completion(&self, key: usize, completion: Completion, ov: Option<AnyOverlapped>);
     /// The ring the socket's operations run on.
-    fn ring(&self) -> Arc<dyn Ring>;
+    fn ring(&self) -> &Arc<dyn Ring>;
     /// The buffer type of the port's overlapped objects.
     fn buffer_type(&self) -> TypeId;
 }
@@ -542,8 +542,8 @@ impl<B: Send + 'static> PortSink for PortInner<B> {
         });
     }
 
-    fn ring(&self) -> Arc<dyn Ring> {
-        self.ring.clone()
+    fn ring(&self) -> &Arc<dyn Ring> {
+        &self.ring
     }
 
     fn buffer_type(&self) -> TypeId {

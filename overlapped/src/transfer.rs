@@ -19,12 +19,12 @@ use std::sync::{Arc, Mutex};
 use crate::addr::RawAddr;
 use crate::alertable::{self, NotStarted, RoutineTicket};
 use crate::buf::{iovecs_for_recv, iovecs_for_send, IoBuf, IoBufMut, IoVecs, MAX_BUFFERS};
-use crate::driver;
+use crate::driver::{self, Ring};
 use crate::engine;
 use crate::error::{codes, Error, Result};
 use crate::flags;
 use crate::notify::Notify;
-use crate::op::{Dir, Op, OpParts, Stage, Target};
+use crate::op::{Dir, Op, OpParts, Renewal, Stage, Target};
 use crate::overlapped::{Completion, OvCore, Overlapped, Started};
 use crate::socket::Socket;
 
@@ -244,10 +244,15 @@ impl Socket {
             plan.linux_flags?
         };
         let port = self.inner.port.get();
-        let (ring, notify) = match (routine, port) {
+        // The routine's ring is its thread's; the others are borrowed, cloned only if new.
+        let routine_ring;
+        let (ring, notify): (&Arc<dyn Ring>, Notify) = match (routine, port) {
             // S32: a socket associated with a port refuses a completion routine.
             (Some(_), Some(_)) => return Err(Error::new(codes::WSAEINVAL)),
-            (Some(ticket), None) => (ticket.ring(), Notify::Routine(ticket)),
+            (Some(ticket), None) => {
+                routine_ring = ticket.ring();
+                (&routine_ring, Notify::Routine(ticket))
+            }
             (None, Some(binding)) if binding.sink.buffer_type() != TypeId::of::<B>() => {
                 return Err(Error::new(codes::WSAEINVAL)); // the port's buffers are another type
             }
@@ -262,17 +267,29 @@ impl Socket {
                 };
                 (binding.sink.ring(), notify)
             }
-            (None, None) => (
-                driver::shared_ring()?.clone(),
-                Notify::Event(core.event().cloned()),
-            ),
+            (None, None) => (driver::shared_ring()?, Notify::Event(core.event().cloned())),
         };
+        let target: Arc<dyn Target> = core.clone();
+        let mut spare = engine::take_spare(&self.inner);
+        if let Some(record) = spare.as_mut().and_then(Arc::get_mut) {
+            record.renew(Renewal {
+                ring,
+                target,
+                notify,
+                dir: plan.dir,
+                stage: plan.stage,
+                iov: plan.iov,
+                addr: plan.addr,
+                linux_flags,
+            });
+            return Ok(spare.expect("renewed just now"));
+        }
         Ok(Arc::new(Op::new(OpParts {
             sock: self.inner.clone(),
-            ring,
+            ring: ring.clone(),
             dir: plan.dir,
             stage: plan.stage,
-            target: core.clone(),
+            target,
             notify,
             iov: plan.iov,
             addr: plan.addr,

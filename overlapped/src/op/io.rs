@@ -73,6 +73,16 @@ impl OpIo {
         io
     }
 
+    /// Lets go of what the stages hold — an accept's socket, a transmission's file, the accepted
+    /// connection — and of the vectors (pointers into buffers that have gone back to their
+    /// owner). The record is renewed before it is used again.
+    pub(super) fn release(&mut self) {
+        self.stage = Stage::Disconnect; // a stage that holds nothing
+        self.accepted = None;
+        self.iov = IoVecs::new();
+        self.addr = None;
+    }
+
     /// The peer an accept reported, if the operation began with one.
     pub(super) fn accepted_from(&self) -> Option<SocketAddr> {
         self.accepted.as_ref().and_then(|a| a.from)

@@ -56,7 +56,9 @@ pub(crate) struct Op {
     /// The ring that carries the operation's kernel requests.
     pub(crate) ring: Arc<dyn Ring>,
     pub(crate) dir: Dir,
-    target: Arc<dyn Target>,
+    /// The overlapped object; `None` only while the record waits to be renewed, so that it
+    /// does not keep the object (and the buffers it holds) alive.
+    target: Option<Arc<dyn Target>>,
     notify: Notify,
     /// An accept: closing its listener aborts it with `WSA_OPERATION_ABORTED` (S35).
     is_accept: bool,
@@ -92,6 +94,18 @@ pub(crate) struct OpParts {
     pub(crate) linux_flags: i32,
 }
 
+/// What a renewed record takes from the operation that reuses it ([`Op::renew`]).
+pub(crate) struct Renewal<'a> {
+    pub(crate) ring: &'a Arc<dyn Ring>,
+    pub(crate) target: Arc<dyn Target>,
+    pub(crate) notify: Notify,
+    pub(crate) dir: Dir,
+    pub(crate) stage: Stage,
+    pub(crate) iov: IoVecs,
+    pub(crate) addr: Option<Box<RawAddr>>,
+    pub(crate) linux_flags: i32,
+}
+
 impl Op {
     pub(crate) fn new(parts: OpParts) -> Op {
         let is_accept = matches!(parts.stage, Stage::Accept { .. });
@@ -101,7 +115,7 @@ impl Op {
             sock: parts.sock,
             ring: parts.ring,
             dir: parts.dir,
-            target: parts.target,
+            target: Some(parts.target),
             notify: parts.notify,
             is_accept,
             is_send,
@@ -109,6 +123,38 @@ impl Op {
             cancelled: AtomicBool::new(false),
             io: Mutex::new(io),
         }
+    }
+
+    /// Makes a finished operation's record into a new operation's, in place: the socket is the
+    /// same (a record is kept by its own socket, [`crate::engine::retire`]); the ring and the
+    /// port's reference are replaced only where they differ, so an operation like the last one
+    /// on its socket allocates nothing and clones little.
+    pub(crate) fn renew(&mut self, parts: Renewal<'_>) {
+        if !Arc::ptr_eq(&self.ring, parts.ring) {
+            self.ring = parts.ring.clone();
+        }
+        self.target = Some(parts.target);
+        self.notify.renew(parts.notify);
+        self.dir = parts.dir;
+        self.is_accept = matches!(parts.stage, Stage::Accept { .. });
+        self.is_send = matches!(parts.stage, Stage::Send | Stage::Transmit(_));
+        *self.abort_code.get_mut() = codes::WSA_OPERATION_ABORTED;
+        *self.cancelled.get_mut() = false;
+        let io = self.io.get_mut().unwrap_or_else(|e| e.into_inner());
+        *io = OpIo::new(parts.stage, parts.iov, parts.addr, parts.linux_flags);
+    }
+
+    /// Lets go of what a finished record must not keep while it waits to be renewed: the
+    /// overlapped object, with the buffers it holds, and a routine (their owners decide when
+    /// they go), an accepted socket (its descriptor closes when its owner drops it), the I/O
+    /// vectors.
+    pub(crate) fn release(&mut self) {
+        self.target = None;
+        self.notify.release();
+        self.io
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .release();
     }
 
     /// Records that a cancel was asked for, and the code it reports: aborted by close
@@ -173,10 +219,13 @@ impl Op {
     /// queues the routine or the packet) unless the operation failed at once (S4), then wakes
     /// the threads waiting on the object — after the event, as on Windows.
     pub(crate) fn finish(&self, completion: Completion, notify: bool) {
-        self.target.record(completion);
+        let Some(target) = &self.target else {
+            unreachable!("only a finished record waiting to be renewed has no target")
+        };
+        target.record(completion);
         if notify {
             self.notify.fire(completion);
         }
-        self.target.wake_waiters();
+        target.wake_waiters();
     }
 }
