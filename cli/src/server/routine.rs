@@ -28,13 +28,15 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::mpsc::{Receiver, TryRecvError};
 
-use overlapped::{codes, Error, Event, NotStarted, Overlapped, Socket, WaitExResult};
+use overlapped::{codes, Error, Event, NotStarted, Overlapped, Prefix, Socket, WaitExResult};
 
 use super::accept::{self, Incoming};
 use crate::failure::{Context, Failure, Outcome};
 
 /// The size of each connection's buffer.
 const BUF_SIZE: usize = 4096;
+/// A connection's buffer: the whole of it receives, the bytes that came are echoed from it.
+type Buf = Prefix<Vec<u8>>;
 
 /// Serves connections accepted on `listener` until a fatal error.
 pub fn serve(listener: Socket, verbose: bool) -> Outcome<()> {
@@ -76,7 +78,11 @@ fn take_new(incoming: &Receiver<Incoming>, open: &Rc<Cell<usize>>, verbose: bool
                 if verbose {
                     println!("{peer}: connected ({} open)", open.get());
                 }
-                receive(conn, Overlapped::new(), vec![0; BUF_SIZE]);
+                receive(
+                    conn,
+                    Overlapped::new(),
+                    vec![Prefix::new(vec![0; BUF_SIZE])],
+                );
             }
             Ok(Err(failure)) => return Err(failure),
             Err(TryRecvError::Empty) => return Ok(()),
@@ -138,14 +144,14 @@ fn is_ordinary(e: &Error) -> bool {
     )
 }
 
-/// Posts a receive into `buf`; its routine echoes what arrives.
-fn receive(conn: Rc<Conn>, ov: Overlapped, buf: Vec<u8>) {
+/// Posts a receive into `bufs` (the connection's one buffer); its routine echoes what arrives.
+fn receive(conn: Rc<Conn>, ov: Overlapped<Buf>, bufs: Vec<Buf>) {
     let chain = conn.clone();
     let started = conn.sock.recv_with_routine(
         ov,
-        vec![buf],
+        bufs,
         0,
-        move |error: Option<Error>, bytes, ov: Overlapped, _flags| {
+        move |error: Option<Error>, bytes, ov: Overlapped<Buf>, _flags| {
             received(chain, error, bytes, ov)
         },
     );
@@ -155,24 +161,27 @@ fn receive(conn: Rc<Conn>, ov: Overlapped, buf: Vec<u8>) {
 }
 
 /// The receive's routine: a closed or failed connection ends; data is echoed.
-fn received(conn: Rc<Conn>, error: Option<Error>, bytes: usize, ov: Overlapped) {
+fn received(conn: Rc<Conn>, error: Option<Error>, bytes: usize, ov: Overlapped<Buf>) {
     if let Some(e) = error {
         return conn.close(End::Failed("a receive", e));
     }
     if bytes == 0 {
         return conn.close(End::Closed); // S10: the peer closed gracefully.
     }
-    let mut buf = match ov.take_buffers() {
-        Ok(mut bufs) => bufs.pop().unwrap_or_default(),
+    // The list and its buffer go on to the echo, the buffer cut to the bytes that came.
+    let mut bufs = match ov.take_buffers() {
+        Ok(bufs) => bufs,
         Err(e) => return conn.close(End::Failed("taking back the buffer", e)),
     };
-    buf.truncate(bytes);
+    if let Some(buf) = bufs.last_mut() {
+        buf.set_len(bytes);
+    }
     let chain = conn.clone();
     let started = conn.sock.send_with_routine(
         ov,
-        vec![buf],
+        bufs,
         0,
-        move |error: Option<Error>, sent, ov: Overlapped, _flags| {
+        move |error: Option<Error>, sent, ov: Overlapped<Buf>, _flags| {
             echoed(chain, error, sent, bytes, ov)
         },
     );
@@ -182,18 +191,18 @@ fn received(conn: Rc<Conn>, error: Option<Error>, bytes: usize, ov: Overlapped) 
 }
 
 /// The send's routine: once all `expected` bytes are echoed, the next receive is posted with the
-/// same object and buffer, given back its full size.
-fn echoed(conn: Rc<Conn>, error: Option<Error>, sent: usize, expected: usize, ov: Overlapped) {
+/// same object, list and buffer, made whole again.
+fn echoed(conn: Rc<Conn>, error: Option<Error>, sent: usize, expected: usize, ov: Overlapped<Buf>) {
     if let Some(e) = error {
         return conn.close(End::Failed("an echo send", e));
     }
     if sent != expected {
         return conn.close(End::ShortSend { sent, expected });
     }
-    let mut buf = match ov.take_buffers() {
-        Ok(mut bufs) => bufs.pop().unwrap_or_default(),
+    let mut bufs = match ov.take_buffers() {
+        Ok(bufs) => bufs,
         Err(e) => return conn.close(End::Failed("taking back the buffer", e)),
     };
-    buf.resize(BUF_SIZE, 0);
-    receive(conn, ov, buf);
+    bufs.iter_mut().for_each(Prefix::reset);
+    receive(conn, ov, bufs);
 }
