@@ -122,6 +122,9 @@ struct OvState<B> {
     op: Weak<Op>,
     /// Threads blocked in [`Overlapped::completion`]: only then is there anyone to wake.
     waiting: usize,
+    /// While an operation that notifies a port is pending: the handle its packet will hand to
+    /// the worker that takes it, so the object lives until then.
+    packet_handle: Option<AnyOverlapped>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -151,6 +154,7 @@ impl<B: Send + 'static> Overlapped<B> {
                 completion: None,
                 op: Weak::new(),
                 waiting: 0,
+                packet_handle: None,
             }),
             finished: Condvar::new(),
             must_wake: AtomicBool::new(false),
@@ -264,15 +268,17 @@ impl<B: Send + 'static> Overlapped<B> {
 }
 
 impl<B: Send + 'static> OvCore<B> {
-    /// Marks the object pending with `bufs` and the operation `op` (remembered for cancellation);
-    /// resets its event (S21) unless the operation notifies otherwise (a completion routine leaves
-    /// the event alone, S22). A pending object is refused (S13): `WSAEINVAL` with errno `EBUSY`,
-    /// and `bufs` are dropped.
+    /// Marks the object pending with `bufs` and the operation `op` (remembered for cancellation)
+    /// and, for a port's operation, the handle its packet will carry; resets its event (S21)
+    /// unless the operation notifies otherwise (a completion routine leaves the event alone,
+    /// S22). A pending object is refused (S13): `WSAEINVAL` with errno `EBUSY`, and `bufs` are
+    /// dropped.
     pub(crate) fn begin(
         &self,
         bufs: Vec<B>,
         reset_event: bool,
         op: Option<&Arc<Op>>,
+        packet_handle: Option<AnyOverlapped>,
     ) -> Result<()> {
         {
             let mut st = lock(&self.state);
@@ -283,6 +289,7 @@ impl<B: Send + 'static> OvCore<B> {
             st.bufs = Some(bufs);
             st.completion = None;
             st.op = op.map_or_else(Weak::new, Arc::downgrade);
+            st.packet_handle = packet_handle;
         }
         if reset_event {
             if let Some(event) = &self.event {
@@ -330,7 +337,7 @@ impl<B> std::fmt::Debug for Overlapped<B> {
 }
 
 impl<B: Send> Target for OvCore<B> {
-    fn record(&self, completion: Completion) {
+    fn record(&self, completion: Completion) -> Option<AnyOverlapped> {
         let mut st = lock(&self.state);
         st.phase = Phase::Done;
         st.completion = Some(completion);
@@ -340,6 +347,7 @@ impl<B: Send> Target for OvCore<B> {
         if st.waiting > 0 {
             self.must_wake.store(true, Ordering::Relaxed);
         }
+        st.packet_handle.take()
     }
 
     fn wake_waiters(&self) {

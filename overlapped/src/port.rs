@@ -393,8 +393,10 @@ impl<B: Send + 'static> PortInner<B> {
         let mut waiter: Option<Arc<Waiter>> = None;
         // Woken by a wake that counted on this thread to take a packet (see `waking`).
         let mut sent_for = false;
+        // The lock, still held from the end of the last round (a reap's end).
+        let mut held = None;
         loop {
-            let mut st = lock(&self.state);
+            let mut st = held.take().unwrap_or_else(|| lock(&self.state));
             if leaving {
                 leaving = false;
                 self.leave_locked(&mut st);
@@ -456,8 +458,11 @@ impl<B: Send + 'static> PortInner<B> {
                     false => remaining,
                 };
                 let reaped = self.ring.reap(slice);
-                lock(&self.state).leader = None;
+                let mut st = lock(&self.state);
+                st.leader = None;
                 reaped?;
+                // What the reap turned into packets is looked at under this same lock.
+                held = Some(st);
                 continue;
             }
             let waiter = match &waiter {

@@ -14,7 +14,7 @@
 
 use std::any::TypeId;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use crate::addr::RawAddr;
 use crate::alertable::{self, NotStarted, RoutineTicket};
@@ -23,9 +23,9 @@ use crate::driver::{self, Ring};
 use crate::engine;
 use crate::error::{codes, Error, Result};
 use crate::flags;
-use crate::notify::Notify;
+use crate::notify::{Notify, NotifyWith};
 use crate::op::{Dir, Op, OpParts, Renewal, Stage, Target};
-use crate::overlapped::{Completion, OvCore, Overlapped, Started};
+use crate::overlapped::{AnyOverlapped, Completion, OvCore, Overlapped, Started};
 use crate::socket::Socket;
 
 /// What an operation will do, worked out from its arguments before its buffers move.
@@ -214,20 +214,21 @@ impl Socket {
         // The operation is made before the object is marked pending, so that one lock does both.
         // An operation refused here still marks it (a pending object's refusal, S13, comes
         // first), then records the error with the buffers (S4).
-        let op = match self.make_op(core, ov, bufs.len(), plan, routine) {
-            Ok(op) => op,
+        let (op, packet_handle) = match self.make_op(core, ov, bufs.len(), plan, routine) {
+            Ok(made) => made,
             Err(error) => {
-                core.begin(bufs, reset_event, None)?;
-                core.record(Completion::failed(error, 0));
+                core.begin(bufs, reset_event, None, None)?;
+                drop(core.record(Completion::failed(error, 0)));
                 core.wake_waiters();
                 return Err(error);
             }
         };
-        core.begin(bufs, reset_event, Some(&op))?;
+        core.begin(bufs, reset_event, Some(&op), packet_handle)?;
         engine::start(op)
     }
 
-    /// The operation `start` starts: where it notifies, on which ring; or why it cannot start.
+    /// The operation `start` starts: where it notifies, on which ring, and for a port, the
+    /// overlapped object's handle its packet will carry; or why it cannot start.
     fn make_op<B: Send + 'static>(
         &self,
         core: &Arc<OvCore<B>>,
@@ -235,7 +236,7 @@ impl Socket {
         count: usize,
         plan: Plan,
         routine: Option<RoutineTicket>,
-    ) -> Result<Arc<Op>> {
+    ) -> Result<(Arc<Op>, Option<AnyOverlapped>)> {
         let linux_flags = if count == 0 && plan.needs_buffers {
             return Err(Error::new(codes::WSAEINVAL)); // S6: a buffer count of 0.
         } else if count > MAX_BUFFERS {
@@ -246,54 +247,53 @@ impl Socket {
         let port = self.inner.port.get();
         // The routine's ring is its thread's; the others are borrowed, cloned only if new.
         let routine_ring;
-        let (ring, notify): (&Arc<dyn Ring>, Notify) = match (routine, port) {
+        let mut packet_handle = None;
+        let (ring, notify): (&Arc<dyn Ring>, NotifyWith) = match (routine, port) {
             // S32: a socket associated with a port refuses a completion routine.
             (Some(_), Some(_)) => return Err(Error::new(codes::WSAEINVAL)),
             (Some(ticket), None) => {
                 routine_ring = ticket.ring();
-                (&routine_ring, Notify::Routine(ticket))
+                (&routine_ring, NotifyWith::Routine(ticket))
             }
             (None, Some(binding)) if binding.sink.buffer_type() != TypeId::of::<B>() => {
                 return Err(Error::new(codes::WSAEINVAL)); // the port's buffers are another type
             }
             (None, Some(binding)) => {
                 // The packet hands the overlapped object to the worker that takes it, so the
-                // operation holds a handle to it until then.
-                let handle = ov.map(|ov| ov.clone().into_any());
-                let notify = Notify::Port {
-                    sink: binding.sink.clone(),
-                    key: binding.key,
-                    overlapped: Mutex::new(handle),
-                };
-                (binding.sink.ring(), notify)
+                // object holds a handle to itself until then.
+                packet_handle = ov.map(|ov| ov.clone().into_any());
+                (binding.sink.ring(), NotifyWith::Port(binding))
             }
-            (None, None) => (driver::shared_ring()?, Notify::Event(core.event().cloned())),
+            (None, None) => (driver::shared_ring()?, NotifyWith::Event(core.event())),
         };
         let target: Arc<dyn Target> = core.clone();
         let mut spare = engine::take_spare(&self.inner);
-        if let Some(record) = spare.as_mut().and_then(Arc::get_mut) {
-            record.renew(Renewal {
-                ring,
-                target,
-                notify,
+        let op = match spare.as_mut().and_then(Arc::get_mut) {
+            Some(record) => {
+                record.renew(Renewal {
+                    ring,
+                    target,
+                    notify,
+                    dir: plan.dir,
+                    stage: plan.stage,
+                    iov: plan.iov,
+                    addr: plan.addr,
+                    linux_flags,
+                });
+                spare.expect("renewed just now")
+            }
+            None => Arc::new(Op::new(OpParts {
+                sock: self.inner.clone(),
+                ring: ring.clone(),
                 dir: plan.dir,
                 stage: plan.stage,
+                target,
+                notify: Notify::new(notify),
                 iov: plan.iov,
                 addr: plan.addr,
                 linux_flags,
-            });
-            return Ok(spare.expect("renewed just now"));
-        }
-        Ok(Arc::new(Op::new(OpParts {
-            sock: self.inner.clone(),
-            ring: ring.clone(),
-            dir: plan.dir,
-            stage: plan.stage,
-            target,
-            notify,
-            iov: plan.iov,
-            addr: plan.addr,
-            linux_flags,
-        })))
+            })),
+        };
+        Ok((op, packet_handle))
     }
 }

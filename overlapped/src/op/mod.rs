@@ -27,8 +27,8 @@ use crate::buf::IoVecs;
 use crate::driver::{Request, Ring};
 use crate::error::codes;
 use crate::event::lock;
-use crate::notify::Notify;
-use crate::overlapped::Completion;
+use crate::notify::{Notify, NotifyWith};
+use crate::overlapped::{AnyOverlapped, Completion};
 use crate::socket::SockInner;
 
 use io::OpIo;
@@ -45,8 +45,9 @@ pub(crate) enum Dir {
 
 /// Where a finished operation's result goes: the overlapped object that owns its buffers.
 pub(crate) trait Target: Send + Sync {
-    /// Records the final result; threads waiting on the object see it once woken.
-    fn record(&self, completion: Completion);
+    /// Records the final result; threads waiting on the object see it once woken. Gives back
+    /// the handle the object held for the port's packet while the operation was pending.
+    fn record(&self, completion: Completion) -> Option<AnyOverlapped>;
     /// Wakes the threads waiting on the object itself.
     fn wake_waiters(&self);
 }
@@ -98,7 +99,7 @@ pub(crate) struct OpParts {
 pub(crate) struct Renewal<'a> {
     pub(crate) ring: &'a Arc<dyn Ring>,
     pub(crate) target: Arc<dyn Target>,
-    pub(crate) notify: Notify,
+    pub(crate) notify: NotifyWith<'a>,
     pub(crate) dir: Dir,
     pub(crate) stage: Stage,
     pub(crate) iov: IoVecs,
@@ -222,9 +223,9 @@ impl Op {
         let Some(target) = &self.target else {
             unreachable!("only a finished record waiting to be renewed has no target")
         };
-        target.record(completion);
+        let handle = target.record(completion);
         if notify {
-            self.notify.fire(completion);
+            self.notify.fire(completion, handle);
         }
         target.wake_waiters();
     }
