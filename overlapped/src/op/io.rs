@@ -73,6 +73,27 @@ impl OpIo {
         io
     }
 
+    /// Makes the record a new operation's, field by field (building a new one and moving it in
+    /// costs copies of the whole). The message header is pointed anew before every use.
+    pub(super) fn renew(
+        &mut self,
+        stage: Stage,
+        iov: IoVecs,
+        addr: Option<Box<RawAddr>>,
+        linux_flags: i32,
+    ) {
+        self.total = iov.iter().map(|v| v.iov_len).sum();
+        self.stage = stage;
+        self.iov = iov;
+        self.first = 0;
+        self.addr = addr;
+        self.done = 0;
+        self.moved_before = 0;
+        self.linux_flags = linux_flags;
+        self.accepted = None;
+        self.start_stage();
+    }
+
     /// Lets go of what the stages hold — an accept's socket, a transmission's file, the accepted
     /// connection — and of the vectors (pointers into buffers that have gone back to their
     /// owner). The record is renewed before it is used again.

@@ -142,7 +142,7 @@ impl Op {
         *self.abort_code.get_mut() = codes::WSA_OPERATION_ABORTED;
         *self.cancelled.get_mut() = false;
         let io = self.io.get_mut().unwrap_or_else(|e| e.into_inner());
-        *io = OpIo::new(parts.stage, parts.iov, parts.addr, parts.linux_flags);
+        io.renew(parts.stage, parts.iov, parts.addr, parts.linux_flags);
     }
 
     /// Lets go of what a finished record must not keep while it waits to be renewed: the
