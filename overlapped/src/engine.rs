@@ -223,7 +223,9 @@ pub(crate) unsafe fn complete(user_data: u64, result: i32) {
         op.finish(completion, true);
         retire(op);
     }
-    notify_all(behind);
+    if !behind.is_empty() {
+        notify_all(behind);
+    }
 }
 
 /// Keeps a finished operation's record in its socket for the socket's next operation

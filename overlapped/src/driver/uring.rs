@@ -16,6 +16,7 @@
 //!
 //! A port with a batch window gets a ring of its own kind, which one thread owns (see [`owner`]).
 
+use std::cell::Cell;
 use std::io;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -45,6 +46,12 @@ const BATCH: usize = 64;
 /// How long a batched wait with no deadline lasts at most before it is entered again: without a
 /// deadline the kernel ends the wait when the window ends, even with nothing completed.
 const BATCHED_WAIT_LIMIT: Duration = Duration::from_secs(60);
+
+thread_local! {
+    /// The completions a reap takes from the ring before delivering them, kept per thread so
+    /// that a reap neither allocates nor takes a second lock to keep the list.
+    static REAPED: Cell<Vec<(u64, i32)>> = const { Cell::new(Vec::new()) };
+}
 
 /// The opcodes the library uses, with their names for messages.
 const OPCODES: [(&str, u8); 8] = [
@@ -87,7 +94,7 @@ pub(crate) struct Uring {
     /// only once at a time).
     sq_lock: Mutex<()>,
     /// Serialises reaping (the shared completion view may exist only once at a time).
-    cq_lock: Mutex<Vec<(u64, i32)>>,
+    cq_lock: Mutex<()>,
     /// On a batching ring, the thread that alone may enter the kernel on it, and the window;
     /// `None` on other rings.
     owner: Option<Owner>,
@@ -116,7 +123,7 @@ impl Uring {
         Uring {
             ring,
             sq_lock: Mutex::new(()),
-            cq_lock: Mutex::new(Vec::with_capacity(256)),
+            cq_lock: Mutex::new(()),
             owner,
         }
     }
@@ -321,7 +328,7 @@ impl Ring for Uring {
     }
 
     fn reap(&self, timeout: Option<Duration>) -> Result<usize> {
-        let mut slot = lock(&self.cq_lock);
+        let slot = lock(&self.cq_lock);
         if let Some(owner) = &self.owner {
             if !owner.claim(&self.ring)? {
                 // Callers ask `may_reap` first: this is a bug of theirs, not a kernel error.
@@ -335,7 +342,9 @@ impl Ring for Uring {
         } else if self.has_queued() {
             self.enter(0, None)?; // deferred submissions go in even when nothing is awaited
         }
-        let mut batch = std::mem::take(&mut *slot);
+        // The thread's scratch list: taken, not borrowed, so that a delivery that reaps again
+        // (none does today) would only get a new list.
+        let mut batch = REAPED.take();
         {
             // SAFETY: as above.
             let cq = unsafe { self.ring.completion_shared() };
@@ -343,10 +352,10 @@ impl Ring for Uring {
         }
         // Deliver without the lock, so that another thread can reap meanwhile.
         drop(slot);
+        Counters::add(&COUNTERS.completions, batch.len());
         let mut delivered = 0;
         let mut woken = false;
         for &(user_data, result) in &batch {
-            Counters::bump(&COUNTERS.completions);
             if user_data == 0 {
                 continue; // a cancel's or a wake's own completion: nothing to deliver.
             }
@@ -360,11 +369,7 @@ impl Ring for Uring {
             delivered += 1;
         }
         batch.clear();
-        let mut slot = lock(&self.cq_lock);
-        if slot.capacity() < batch.capacity() {
-            *slot = batch; // keep the larger buffer for the next reap.
-        }
-        drop(slot);
+        REAPED.set(batch);
         if woken {
             self.rearm_wake()?; // after every completion is delivered, whatever this returns
         }
