@@ -25,13 +25,15 @@
 use std::net::SocketAddr;
 use std::sync::mpsc::{Receiver, TryRecvError};
 
-use overlapped::{codes, Error, Event, EventSet, Overlapped, Socket};
+use overlapped::{codes, Error, Event, EventSet, Overlapped, Prefix, Socket};
 
 use super::accept::{self, Incoming};
 use crate::failure::{Failure, Outcome};
 
 /// The size of each connection's receive buffer.
 const BUF_SIZE: usize = 4096;
+/// A connection's buffer: the whole of it receives, the bytes that came are echoed from it.
+type Buf = Prefix<Vec<u8>>;
 
 /// Serves connections accepted on `listener` until a fatal error.
 pub fn serve(listener: Socket, verbose: bool) -> Outcome<()> {
@@ -140,7 +142,7 @@ struct Conn {
     sock: Socket,
     peer: SocketAddr,
     event: Event,
-    ov: Overlapped,
+    ov: Overlapped<Buf>,
     stage: Stage,
 }
 
@@ -158,7 +160,7 @@ impl Conn {
             event,
             stage: Stage::Receiving,
         };
-        match conn.receive(vec![0; BUF_SIZE]) {
+        match conn.receive(vec![Prefix::new(vec![0; BUF_SIZE])]) {
             None => Ok(conn),
             Some(end) => Err(end),
         }
@@ -174,8 +176,10 @@ impl Conn {
             Err(e) if e.code() == codes::WSA_IO_INCOMPLETE => return None,
             Err(e) => return Some(End::Failed("reading a result", e)),
         };
-        let mut buf = match self.ov.take_buffers() {
-            Ok(mut bufs) => bufs.pop().unwrap_or_default(),
+        // The list and its one buffer go from operation to operation: the buffer is cut to the
+        // bytes a receive brought for their echo, and made whole again for the next receive.
+        let mut bufs = match self.ov.take_buffers() {
+            Ok(bufs) => bufs,
             Err(e) => return Some(End::Failed("taking back the buffer", e)),
         };
         match (self.stage, completion.result()) {
@@ -183,33 +187,35 @@ impl Conn {
             (Stage::Sending { .. }, Err(e)) => Some(End::Failed("a send", e)),
             (Stage::Receiving, Ok(0)) => Some(End::Closed),
             (Stage::Receiving, Ok(n)) => {
-                buf.truncate(n);
-                self.send(buf)
+                if let Some(buf) = bufs.last_mut() {
+                    buf.set_len(n);
+                }
+                self.send(bufs, n)
             }
             (Stage::Sending { len }, Ok(sent)) if sent != len => Some(End::ShortSend {
                 sent,
                 expected: len,
             }),
             (Stage::Sending { .. }, Ok(_)) => {
-                buf.resize(BUF_SIZE, 0);
-                self.receive(buf)
+                bufs.iter_mut().for_each(Prefix::reset);
+                self.receive(bufs)
             }
         }
     }
 
-    /// Posts a receive into `buf`. Done at once or pending, its event will be signalled.
-    fn receive(&mut self, buf: Vec<u8>) -> Option<End> {
+    /// Posts a receive into `bufs`. Done at once or pending, its event will be signalled.
+    fn receive(&mut self, bufs: Vec<Buf>) -> Option<End> {
         self.stage = Stage::Receiving;
-        match self.sock.recv(&self.ov, vec![buf], 0) {
+        match self.sock.recv(&self.ov, bufs, 0) {
             Ok(_started) => None,
             Err(e) => Some(End::Failed("posting a receive", e)),
         }
     }
 
-    /// Echoes `data` back. Done at once or pending, its event will be signalled.
-    fn send(&mut self, data: Vec<u8>) -> Option<End> {
-        self.stage = Stage::Sending { len: data.len() };
-        match self.sock.send(&self.ov, vec![data], 0) {
+    /// Echoes the `len` bytes `bufs` hold. Done at once or pending, its event will be signalled.
+    fn send(&mut self, bufs: Vec<Buf>, len: usize) -> Option<End> {
+        self.stage = Stage::Sending { len };
+        match self.sock.send(&self.ov, bufs, 0) {
             Ok(_started) => None,
             Err(e) => Some(End::Failed("an echo send", e)),
         }
