@@ -215,18 +215,19 @@ thread_local! {
 /// Makes the calling thread leave its submissions to `ring` queued until it next reaps or
 /// flushes that ring; `None` ends that, handing over what was left queued.
 pub(crate) fn defer_submissions(ring: Option<&Arc<dyn Ring>>) {
-    let ring = ring.filter(|r| r.batches_submissions());
     // A port's worker names the same ring at every get: nothing to clone, drop or flush then.
     let unchanged = DEFERRING
         .try_with(|d| match (&*d.borrow(), ring) {
             (Some(before), Some(now)) => Arc::ptr_eq(before, now),
             (None, None) => true,
-            _ => false,
+            (None, Some(now)) => !now.batches_submissions(),
+            (Some(_), None) => false,
         })
         .unwrap_or(false);
     if unchanged {
         return;
     }
+    let ring = ring.filter(|r| r.batches_submissions());
     // While the thread's locals are being destroyed there is nothing to defer to any more.
     let before = DEFERRING
         .try_with(|d| d.replace(ring.cloned()))
