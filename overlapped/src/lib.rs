@@ -4,8 +4,8 @@
 //! accept, connect, disconnect and transmit-file) returns at once: either it is done, with a byte
 //! count, or it is pending ([`Started`]). Each outstanding operation has its own [`Overlapped`]
 //! object, which owns the operation's buffers — a scatter/gather list of owned buffers
-//! ([`IoBuf`]) — until the kernel is done with them, then hands them back with the
-//! [`Completion`]. A program learns that an operation finished in one of three ways:
+//! ([`IoBuf`]; [`Prefix`] cuts one to the bytes a receive brought, for an echo) — until the
+//! kernel is done with them, then hands them back with the [`Completion`]. A program learns that an operation finished in one of three ways:
 //! - through the [`Event`] of its overlapped object: wait on one or many with
 //!   [`wait_for_events`], or on thousands kept in an [`EventSet`], whose waits cost what is
 //!   signalled; or ask the object, waiting or not ([`Overlapped::completion`]);
