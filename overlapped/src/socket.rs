@@ -136,7 +136,9 @@ impl SockInner {
 
     /// Whether data was known to be waiting; forgets it.
     pub(crate) fn take_readable_hint(&self) -> bool {
-        self.readable_hint.swap(false, Ordering::Relaxed)
+        // Looked at first: most receives find no hint, and a load writes nothing.
+        self.readable_hint.load(Ordering::Relaxed)
+            && self.readable_hint.swap(false, Ordering::Relaxed)
     }
 
     pub(crate) fn skips_port_on_success(&self) -> bool {
