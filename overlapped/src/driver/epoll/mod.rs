@@ -310,8 +310,8 @@ impl Epoll {
 /// Hands results to the engine, emptying `batch`; called with no lock held.
 fn deliver(sink: Sink, batch: &mut Vec<(u64, i32)>) -> usize {
     let delivered = batch.len();
+    Counters::add(&COUNTERS.completions, delivered);
     for (user_data, result) in batch.drain(..) {
-        Counters::bump(&COUNTERS.completions);
         // SAFETY: every user_data in the table was given to `submit` by the sink's owner (the
         // engine makes it from `Arc::into_raw` of the operation), and the table hands out each
         // one's result once.
