@@ -4,10 +4,12 @@
 //! A socket associated with a port (S36) runs its operations on the port's own ring, and every
 //! notification of that socket becomes a packet with the socket's key. The threads waiting on the
 //! port take turns at the kernel: one of them (the leader) waits in the ring and turns what the
-//! kernel completed into packets, then takes the first one itself — the completion reaches a
-//! worker with no other thread in between. The others sleep; a packet the leader cannot take, or
-//! one posted by another thread, wakes the most recent sleeper first (LIFO, S39), and only while
-//! fewer than `concurrency` threads are running. A packet that a sleeper was woken for is kept for
+//! kernel completed into packets. The others sleep; a packet, the leader's or one posted by
+//! another thread, wakes the most recent sleeper first (LIFO, S39), and only while fewer than
+//! `concurrency` threads are running; with no sleeper to wake, the leader takes the first packet
+//! itself when its reap ends — the completion reaches a worker with no other thread in between.
+//! (With several workers each packet is thus handed from one thread to another: a wake-up per
+//! packet, measured in BENCHMARKS.md.) A packet that a sleeper was woken for is kept for
 //! it: no second thread is woken for it, and a thread that looks first does not take it. A
 //! thread counts as running from the moment it takes a packet until it asks the port for the next
 //! one (or exits).
