@@ -19,10 +19,11 @@
 
 use std::any::Any;
 use std::cell::{Cell, OnceCell, RefCell};
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use rustc_hash::FxHashMap;
 
 use crate::driver::{self, Ring};
 use crate::error::{Error, Result};
@@ -105,31 +106,11 @@ where
     }
 }
 
-/// Hashes a routine's id, looked up twice per operation: ids are numbers the thread hands out in
-/// turn, which one multiplication spreads over the table (a keyed hash guards against keys chosen
-/// by an attacker, and these are not).
-#[derive(Default)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64((self.0 << 8) | u64::from(b));
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
 struct ThreadContext {
     queue: Arc<ThreadQueue>,
-    routines: RefCell<HashMap<u64, Box<dyn PendingRoutine>, BuildHasherDefault<IdHasher>>>,
+    /// Keyed by ids the thread hands out in turn: a keyed hash (SipHash) would guard against
+    /// keys chosen by an attacker, and these are not.
+    routines: RefCell<FxHashMap<u64, Box<dyn PendingRoutine>>>,
     next_id: Cell<u64>,
     /// A routine is running now: alertable waits inside it run none (S29).
     in_routine: Cell<bool>,
@@ -142,7 +123,7 @@ impl ThreadContext {
                 done: Mutex::new(VecDeque::new()),
                 ring: driver::new_private_ring()?,
             }),
-            routines: RefCell::new(HashMap::default()),
+            routines: RefCell::new(FxHashMap::default()),
             next_id: Cell::new(1),
             in_routine: Cell::new(false),
         })

@@ -18,12 +18,12 @@
 //! there (the receive that follows finds it at once). `--pin-buffers` keeps a buffered receive
 //! posted instead: one system call less per message, one buffer held per idle connection.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread;
 use std::time::Duration;
+
+use rustc_hash::FxHashMap;
 
 use overlapped::{
     codes, CompletionPort, Error, Family, Kind, Overlapped, Packet, Prefix, Socket, Started,
@@ -98,7 +98,7 @@ pub fn serve(listener: Socket, tuning: Tuning, verbose: bool) -> Outcome<()> {
         port,
         listener,
         accepts: Mutex::new(Vec::new()),
-        conns: RwLock::new(HashMap::default()),
+        conns: RwLock::new(FxHashMap::default()),
         next_key: AtomicUsize::new(LISTENER_KEY + 1),
         pool: Mutex::new(Vec::new()),
         pinned,
@@ -130,7 +130,9 @@ struct Server {
     listener: Socket,
     /// Pending accepts: the socket each one fills, with its overlapped object.
     accepts: Mutex<Vec<(Socket, Overlapped<Buf>)>>,
-    conns: RwLock<HashMap<usize, Arc<Conn>, BuildHasherDefault<KeyHasher>>>,
+    /// Looked up for every packet, by keys handed out in turn: a keyed hash (SipHash) would guard
+    /// against keys chosen by an attacker, and these are not.
+    conns: RwLock<FxHashMap<usize, Arc<Conn>>>,
     next_key: AtomicUsize,
     /// Receive buffers not in use: only connections with data in hand hold one.
     pool: Mutex<Vec<Buf>>,
@@ -392,32 +394,6 @@ impl Server {
             None if self.verbose => println!("connection {key}: closed by the peer"),
             _ => {}
         }
-    }
-}
-
-/// Hashes a connection's key, looked up for every packet: keys are distinct numbers handed out
-/// in turn, which one multiplication spreads over the table (a keyed hash guards against keys
-/// chosen by an attacker, and these are not).
-#[derive(Default)]
-struct KeyHasher(u64);
-
-impl Hasher for KeyHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64((self.0 << 8) | u64::from(b));
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-
-    fn write_usize(&mut self, n: usize) {
-        self.write_u64(n as u64);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
     }
 }
 
