@@ -55,21 +55,20 @@ impl OpIo {
         addr: Option<Box<RawAddr>>,
         linux_flags: i32,
     ) -> OpIo {
-        let total = iov.iter().map(|v| v.iov_len).sum();
         let mut io = OpIo {
-            stage,
-            iov,
+            stage: Stage::Disconnect, // replaced by `renew` below
+            iov: IoVecs::new(),
             first: 0,
             // SAFETY: all zeros is a valid, empty msghdr.
             msg: unsafe { std::mem::zeroed() },
-            addr,
+            addr: None,
             done: 0,
-            total,
+            total: 0,
             moved_before: 0,
-            linux_flags,
+            linux_flags: 0,
             accepted: None,
         };
-        io.start_stage();
+        io.renew(stage, iov, addr, linux_flags);
         io
     }
 

@@ -107,10 +107,17 @@ pub(crate) struct Renewal<'a> {
     pub(crate) linux_flags: i32,
 }
 
+/// Whether an operation that begins with `stage` is an accept, and whether it sends data.
+fn kind_of(stage: &Stage) -> (bool, bool) {
+    (
+        matches!(stage, Stage::Accept { .. }),
+        matches!(stage, Stage::Send | Stage::Transmit(_)),
+    )
+}
+
 impl Op {
     pub(crate) fn new(parts: OpParts) -> Op {
-        let is_accept = matches!(parts.stage, Stage::Accept { .. });
-        let is_send = matches!(parts.stage, Stage::Send | Stage::Transmit(_));
+        let (is_accept, is_send) = kind_of(&parts.stage);
         let io = OpIo::new(parts.stage, parts.iov, parts.addr, parts.linux_flags);
         Op {
             sock: parts.sock,
@@ -137,8 +144,7 @@ impl Op {
         self.target = Some(parts.target);
         self.notify.renew(parts.notify);
         self.dir = parts.dir;
-        self.is_accept = matches!(parts.stage, Stage::Accept { .. });
-        self.is_send = matches!(parts.stage, Stage::Send | Stage::Transmit(_));
+        (self.is_accept, self.is_send) = kind_of(&parts.stage);
         *self.abort_code.get_mut() = codes::WSA_OPERATION_ABORTED;
         *self.cancelled.get_mut() = false;
         let io = self.io.get_mut().unwrap_or_else(|e| e.into_inner());
