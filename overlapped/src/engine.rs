@@ -141,6 +141,11 @@ fn attempt(op: &Op) -> Step {
     if matches!(request, Request::PollOut { .. }) {
         return op.try_now();
     }
+    // A pooled receive with no free buffer goes to the ring, which tries it when data is there
+    // and only then reports the lack (as io_uring's kernel does when it tries).
+    if request.lacks_buffer() {
+        return Step::WouldBlock;
+    }
     let (fd, side) = (request.fd(), request.side());
     let epoch = match op.ring.readiness(fd, side) {
         Readiness::NotReady => return Step::WouldBlock,
@@ -182,11 +187,12 @@ fn submit(op: &Arc<Op>) -> Result<()> {
 }
 
 /// Takes one kernel completion: continues the operation, or records its result, notifies, and
-/// starts the next operation of its queue.
+/// starts the next operation of its queue. `buffer` is the pool buffer the kernel picked for a
+/// pooled receive.
 ///
 /// # Safety
 /// `user_data` must come from [`submit`] and be completed only once.
-pub(crate) unsafe fn complete(user_data: u64, result: i32) {
+pub(crate) unsafe fn complete(user_data: u64, result: i32, buffer: Option<u16>) {
     // SAFETY: the caller's contract: this is the reference `submit` gave the kernel.
     let op = unsafe { Arc::from_raw(user_data as *const Op) };
     let step = if result == -libc::ECANCELED && !op.is_cancelled() {
@@ -195,7 +201,7 @@ pub(crate) unsafe fn complete(user_data: u64, result: i32) {
         // thread (S25), so it goes back to the kernel from here, a thread that is alive.
         Step::WouldBlock
     } else {
-        op.absorb(result)
+        op.absorb(result, buffer)
     };
     // The operations behind this one that finish as it leaves its queue; most often none, and
     // an empty list costs no allocation.

@@ -32,6 +32,7 @@ use crate::driver::{self, Ring};
 use crate::error::{codes, Error, Result};
 use crate::event::{lock, Waiter};
 use crate::overlapped::{AnyOverlapped, Completion, Overlapped};
+use crate::pool::BufferPool;
 use crate::socket::Socket;
 use crate::thread_token::ThreadToken;
 
@@ -238,6 +239,16 @@ impl<B: Send + 'static> CompletionPort<B> {
             .port
             .set(binding)
             .map_err(|_| Error::new(codes::WSAEINVAL))
+    }
+
+    /// A pool of `count` buffers of `size` bytes for pooled receives
+    /// ([`Socket::recv_pooled`]) on the sockets associated with this port: a receive takes a
+    /// buffer only when its data arrives. `WSAEINVAL` for a count or size of 0 or more than
+    /// [`crate::MAX_POOL_BUFFERS`] buffers; `WSAEOPNOTSUPP` on a port with a batch window (its
+    /// ring takes registrations from its owner thread only) or a kernel without provided-buffer
+    /// rings (io_uring before Linux 5.19).
+    pub fn buffer_pool(&self, count: usize, size: usize) -> Result<BufferPool> {
+        BufferPool::new(self.handle.inner.ring().clone(), count, size)
     }
 
     /// Queues a packet (`PostQueuedCompletionStatus`, S38); any thread may post (S43).

@@ -26,6 +26,7 @@ use crate::flags;
 use crate::notify::{Notify, NotifyWith};
 use crate::op::{Dir, Op, OpParts, Renewal, Stage, Target};
 use crate::overlapped::{AnyOverlapped, Completion, OvCore, Overlapped, Started};
+use crate::pool::{BufferPool, PooledBuf};
 use crate::socket::Socket;
 
 /// What an operation will do, worked out from its arguments before its buffers move.
@@ -72,6 +73,30 @@ impl Plan {
     }
 }
 
+impl Plan {
+    fn recv_pooled(sock: &Socket, pool: &BufferPool, flags: u32) -> Result<Plan> {
+        if !sock.inner.is_stream() {
+            return Err(Error::new(codes::WSAEOPNOTSUPP));
+        }
+        let on_pool_ring = sock
+            .inner
+            .port
+            .get()
+            .is_some_and(|binding| Arc::ptr_eq(binding.sink.ring(), pool.shared().ring()));
+        if !on_pool_ring || flags & flags::MSG_WAITALL != 0 {
+            return Err(Error::new(codes::WSAEINVAL));
+        }
+        Ok(Plan {
+            iov: IoVecs::new(),
+            dir: Dir::Read,
+            stage: Stage::RecvPooled(pool.shared().clone()),
+            addr: None,
+            linux_flags: flags::recv_to_linux(flags),
+            needs_buffers: false,
+        })
+    }
+}
+
 /// The signature of a completion routine: (error, bytes transferred, the overlapped object with
 /// its buffers, flags) (S26).
 pub trait CompletionRoutine<B>: FnOnce(Option<Error>, usize, Overlapped<B>, u32) + 'static {}
@@ -112,6 +137,23 @@ impl Socket {
     ) -> Result<Started> {
         let plan = Plan::recv(self, &mut bufs, flags, false);
         self.start(ov.core(), Some(ov), bufs, plan, None)
+    }
+
+    /// Receives into a buffer of `pool` that is taken only when data arrives, so that a waiting
+    /// receive holds no buffer (an extension of this library; see [`BufferPool`]). The socket must
+    /// be a stream associated with the port that made the pool (else `WSAEINVAL`, or
+    /// `WSAEOPNOTSUPP` for a datagram socket). On completion the overlapped object's buffers are
+    /// the one buffer filled, whose length is the byte count (none if the peer closed, S10, or
+    /// the operation failed); `WSAENOBUFS` if no buffer was free when the data came (the data
+    /// stays queued). Flags: `MSG_PEEK`, `MSG_OOB`.
+    pub fn recv_pooled(
+        &self,
+        ov: &Overlapped<PooledBuf>,
+        pool: &BufferPool,
+        flags: u32,
+    ) -> Result<Started> {
+        let plan = Plan::recv_pooled(self, pool, flags)?;
+        self.start(ov.core(), Some(ov), Vec::new(), plan, None)
     }
 
     /// Receives one datagram and its sender's address (`WSARecvFrom`); the address is in the
@@ -218,7 +260,7 @@ impl Socket {
             Ok(made) => made,
             Err(error) => {
                 core.begin(bufs, reset_event, None, None)?;
-                drop(core.record(Completion::failed(error, 0)));
+                drop(core.record(Completion::failed(error, 0), None));
                 core.wake_waiters();
                 return Err(error);
             }

@@ -34,6 +34,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::error::{codes, Error, Result};
+use crate::pool::PoolShared;
 
 /// One kernel request. Its pointers must stay valid until its completion has been delivered.
 #[derive(Clone, Copy, Debug)]
@@ -70,6 +71,15 @@ pub(crate) enum Request {
         addr: *mut libc::sockaddr,
         len: *mut libc::socklen_t,
     },
+    /// `recv(fd, buffer, size, flags)` into a free buffer of `pool`, picked when the data is
+    /// there: by the kernel from the pool's provided-buffer ring (io_uring), or taken from the
+    /// pool's list by the call, which writes its id to `picked` (epoll, and first attempts).
+    RecvPooled {
+        fd: RawFd,
+        pool: *const PoolShared,
+        picked: *mut u32,
+        flags: u32,
+    },
     /// Wait until `fd` is readable (or in error); the result is the `poll` event mask.
     PollIn { fd: RawFd },
     /// Wait until `fd` is writable (or in error): a connect in progress has ended.
@@ -90,6 +100,7 @@ impl Request {
             | Request::Recv { fd, .. }
             | Request::Send { fd, .. }
             | Request::Accept { fd, .. }
+            | Request::RecvPooled { fd, .. }
             | Request::PollIn { fd }
             | Request::PollOut { fd } => fd,
         }
@@ -102,9 +113,20 @@ impl Request {
         match self {
             Request::RecvMsg { .. }
             | Request::Recv { .. }
+            | Request::RecvPooled { .. }
             | Request::PollIn { .. }
             | Request::Accept { .. } => Side::Read,
             Request::SendMsg { .. } | Request::Send { .. } | Request::PollOut { .. } => Side::Write,
+        }
+    }
+
+    /// Whether the request is a pooled receive whose pool hands out its buffers itself and has
+    /// none free now.
+    pub(crate) fn lacks_buffer(&self) -> bool {
+        match *self {
+            // SAFETY: the request's pool outlives it (the `submit` contract).
+            Request::RecvPooled { pool, .. } => unsafe { (*pool).lacks_free() },
+            _ => false,
         }
     }
 
@@ -116,6 +138,12 @@ impl Request {
             Request::Recv { len, flags, .. } => {
                 let keeps = (libc::MSG_PEEK | libc::MSG_OOB) as u32;
                 flags & keeps == 0 && result > 0 && result < len
+            }
+            Request::RecvPooled { pool, flags, .. } => {
+                let keeps = (libc::MSG_PEEK | libc::MSG_OOB) as u32;
+                // SAFETY: the request's pool outlives it (the `submit` contract).
+                let size = unsafe { (*pool).size() };
+                flags & keeps == 0 && result > 0 && result < size
             }
             _ => false,
         }
@@ -198,6 +226,31 @@ pub(crate) trait Ring: Send + Sync {
     /// `side` of `fd` drained: `proven` by `EAGAIN`, or inferred from a stream receive that did
     /// not fill its buffer (which an end of stream behind the data makes wrong).
     fn drained(&self, _fd: RawFd, _side: Side, _epoch: u64, _proven: bool) {}
+
+    /// Registers `count` buffers of `size` bytes at `memory` as a group the kernel picks from
+    /// for pooled receives, and returns the group; `Ok(None)` where the kernel picks no buffers
+    /// (epoll: the pool hands them out itself). `WSAEOPNOTSUPP` where the ring cannot take one.
+    ///
+    /// # Safety
+    /// The memory must stay valid until [`Ring::unregister_buffers`] has returned `true` for the
+    /// group, or the ring is dropped.
+    unsafe fn register_buffers(
+        &self,
+        _memory: *mut u8,
+        _size: usize,
+        _count: u16,
+    ) -> Result<Option<u16>> {
+        Ok(None)
+    }
+
+    /// Gives buffer `id` of `group` back to the kernel to pick again.
+    fn provide_buffer(&self, _group: u16, _id: u16) {}
+
+    /// Unregisters a group with no receive pending on it; `false` if the kernel refused, and may
+    /// then still write into the group's memory.
+    fn unregister_buffers(&self, _group: u16) -> bool {
+        true
+    }
 }
 
 /// Makes every ring forget what it knows of `fd`, which is about to be closed or replaced: a

@@ -7,6 +7,7 @@
 use std::io;
 
 use super::Request;
+use crate::pool::PoolShared;
 
 /// Performs `request` without blocking.
 ///
@@ -52,6 +53,13 @@ pub(crate) unsafe fn perform(request: &Request) -> i32 {
         Request::Accept { fd, addr, len } => unsafe {
             libc::accept4(fd, addr, len, libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) as isize
         },
+        // SAFETY: the caller's contract: the pool and `picked` are valid.
+        Request::RecvPooled {
+            fd,
+            pool,
+            picked,
+            flags,
+        } => return unsafe { recv_pooled(fd, &*pool, picked, flags) },
         Request::PollIn { fd } => return poll_now(fd, libc::POLLIN | libc::POLLRDHUP),
         Request::PollOut { fd } => return poll_now(fd, libc::POLLOUT),
     };
@@ -60,6 +68,37 @@ pub(crate) unsafe fn perform(request: &Request) -> i32 {
     } else {
         res.min(i32::MAX as isize) as i32
     }
+}
+
+/// A receive into a free buffer of `pool`, whose id goes to `picked` if data came; the buffer
+/// goes back to the pool otherwise. `-EAGAIN` without a call where the kernel hands out the
+/// pool's buffers (only it may take them), `-ENOBUFS` when none is free.
+///
+/// # Safety
+/// `picked` must be valid for writes.
+unsafe fn recv_pooled(fd: libc::c_int, pool: &PoolShared, picked: *mut u32, flags: u32) -> i32 {
+    let id = match pool.take() {
+        Some(id) => id,
+        None if pool.group().is_some() => return -libc::EAGAIN,
+        None => return -libc::ENOBUFS,
+    };
+    // SAFETY: buffer `id` was free, so nothing else reaches its `size` bytes.
+    let res = unsafe {
+        libc::recv(
+            fd,
+            pool.buffer_ptr(id) as *mut libc::c_void,
+            pool.size(),
+            flags as i32 | libc::MSG_DONTWAIT,
+        )
+    };
+    if res < 0 {
+        let errno = last_errno();
+        pool.give_back(id);
+        return -errno;
+    }
+    // SAFETY: the caller's contract.
+    unsafe { *picked = u32::from(id) };
+    res.min(i32::MAX as isize) as i32
 }
 
 /// The readiness of `fd` for `events` now: the event mask, or `-EAGAIN` if none is there.

@@ -21,14 +21,16 @@ use std::io;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use io_uring::squeue::SubmissionQueue;
-use io_uring::{opcode, types, IoUring, Probe};
+use io_uring::squeue::{self, SubmissionQueue};
+use io_uring::{cqueue, opcode, types, IoUring, Probe};
 
 use super::{Counters, Request, Ring, COUNTERS};
 use crate::error::{codes, Error, Result};
 use crate::event::lock;
+use buf_ring::BufRings;
 use owner::{Owner, WAKE_TAG};
 
+mod buf_ring;
 mod owner;
 
 /// Submission queue entries; submitters wait for the kernel to take some when it is full.
@@ -50,7 +52,7 @@ const BATCHED_WAIT_LIMIT: Duration = Duration::from_secs(60);
 thread_local! {
     /// The completions a reap takes from the ring before delivering them, kept per thread so
     /// that a reap neither allocates nor takes a second lock to keep the list.
-    static REAPED: Cell<Vec<(u64, i32)>> = const { Cell::new(Vec::new()) };
+    static REAPED: Cell<Vec<(u64, i32, u32)>> = const { Cell::new(Vec::new()) };
 }
 
 /// The opcodes the library uses, with their names for messages.
@@ -98,6 +100,15 @@ pub(crate) struct Uring {
     /// On a batching ring, the thread that alone may enter the kernel on it, and the window;
     /// `None` on other rings.
     owner: Option<Owner>,
+    /// The buffer pools' groups registered with the ring.
+    buf_rings: BufRings,
+}
+
+impl Drop for Uring {
+    fn drop(&mut self) {
+        // No request is pending (each keeps its ring alive), so the kernel reads no entries.
+        self.buf_rings.free_all();
+    }
 }
 
 impl Uring {
@@ -125,6 +136,7 @@ impl Uring {
             sq_lock: Mutex::new(()),
             cq_lock: Mutex::new(()),
             owner,
+            buf_rings: BufRings::default(),
         }
     }
 
@@ -310,6 +322,20 @@ impl Ring for Uring {
             Request::Accept { fd, addr, len } => opcode::Accept::new(types::Fd(fd), addr, len)
                 .flags(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
                 .build(),
+            Request::RecvPooled {
+                fd, pool, flags, ..
+            } => {
+                // SAFETY: the request's pool outlives it (the `submit` contract).
+                let pool = unsafe { &*pool };
+                let Some(group) = pool.group() else {
+                    return Err(Error::new(codes::WSAEINVAL)); // another backend's pool
+                };
+                opcode::Recv::new(types::Fd(fd), std::ptr::null_mut(), pool.size() as u32)
+                    .buf_group(group)
+                    .flags(flags as i32)
+                    .build()
+                    .flags(squeue::Flags::BUFFER_SELECT)
+            }
             Request::PollIn { fd } => {
                 opcode::PollAdd::new(types::Fd(fd), (libc::POLLIN | libc::POLLRDHUP) as u32).build()
             }
@@ -348,14 +374,14 @@ impl Ring for Uring {
         {
             // SAFETY: as above.
             let cq = unsafe { self.ring.completion_shared() };
-            batch.extend(cq.map(|cqe| (cqe.user_data(), cqe.result())));
+            batch.extend(cq.map(|cqe| (cqe.user_data(), cqe.result(), cqe.flags())));
         }
         // Deliver without the lock, so that another thread can reap meanwhile.
         drop(slot);
         Counters::add(&COUNTERS.completions, batch.len());
         let mut delivered = 0;
         let mut woken = false;
-        for &(user_data, result) in &batch {
+        for &(user_data, result, flags) in &batch {
             if user_data == 0 {
                 continue; // a cancel's or a wake's own completion: nothing to deliver.
             }
@@ -365,7 +391,7 @@ impl Ring for Uring {
             }
             // SAFETY: every non-zero user_data on this ring was given to `submit` by the engine,
             // which made it from `Arc::into_raw` of the operation, and each completes once.
-            unsafe { crate::engine::complete(user_data, result) };
+            unsafe { crate::engine::complete(user_data, result, cqueue::buffer_select(flags)) };
             delivered += 1;
         }
         batch.clear();
@@ -395,6 +421,29 @@ impl Ring for Uring {
 
     fn batches_submissions(&self) -> bool {
         true
+    }
+
+    unsafe fn register_buffers(
+        &self,
+        memory: *mut u8,
+        size: usize,
+        count: u16,
+    ) -> Result<Option<u16>> {
+        if self.owner.is_some() {
+            // Only the owner thread may register with a single-issuer ring, and pools come and
+            // go on any thread.
+            return Err(Error::with_errno(codes::WSAEOPNOTSUPP, libc::EOPNOTSUPP));
+        }
+        // SAFETY: the caller's contract.
+        unsafe { self.buf_rings.register(&self.ring, memory, size, count) }.map(Some)
+    }
+
+    fn provide_buffer(&self, group: u16, id: u16) {
+        self.buf_rings.provide(group, id);
+    }
+
+    fn unregister_buffers(&self, group: u16) -> bool {
+        self.buf_rings.unregister(&self.ring, group)
     }
 
     fn flush(&self) -> Result<()> {

@@ -12,6 +12,7 @@ use super::stage::Stage;
 use crate::addr::RawAddr;
 use crate::buf::IoVecs;
 use crate::driver::{nonblocking, Request};
+use crate::pool::PooledBuf;
 use crate::socket::SockInner;
 
 pub(super) struct OpIo {
@@ -33,7 +34,14 @@ pub(super) struct OpIo {
     pub(super) linux_flags: i32,
     /// After an accept: where the connection now lives. Boxed, like the address.
     pub(super) accepted: Option<Box<Accepted>>,
+    /// A pooled receive's buffer, as an attempt took it from the pool ([`NOT_PICKED`]: none).
+    pub(super) picked: u32,
+    /// A pooled receive's buffer, filled, until the result is recorded.
+    pub(super) pooled: Option<PooledBuf>,
 }
+
+/// No pool buffer picked.
+pub(super) const NOT_PICKED: u32 = u32::MAX;
 
 /// What an accept leaves for the stages after it.
 pub(super) struct Accepted {
@@ -67,6 +75,8 @@ impl OpIo {
             moved_before: 0,
             linux_flags: 0,
             accepted: None,
+            picked: NOT_PICKED,
+            pooled: None,
         };
         io.renew(stage, iov, addr, linux_flags);
         io
@@ -90,6 +100,8 @@ impl OpIo {
         self.moved_before = 0;
         self.linux_flags = linux_flags;
         self.accepted = None;
+        self.picked = NOT_PICKED;
+        self.pooled = None;
         self.start_stage();
     }
 
@@ -101,6 +113,7 @@ impl OpIo {
         self.accepted = None;
         self.iov = IoVecs::new();
         self.addr = None;
+        self.pooled = None;
     }
 
     /// The peer an accept reported, if the operation began with one.
@@ -200,6 +213,12 @@ impl OpIo {
                 flags: (self.linux_flags | libc::MSG_NOSIGNAL) as u32,
             },
             (Stage::ZeroByteRecv, _) => Request::PollIn { fd },
+            (Stage::RecvPooled(pool), _) => Request::RecvPooled {
+                fd,
+                pool: Arc::as_ptr(pool),
+                picked: &mut self.picked,
+                flags: self.linux_flags as u32,
+            },
             (Stage::Accept { .. }, _) => {
                 let addr = self.addr.get_or_insert_with(|| Box::new(RawAddr::empty()));
                 addr.len = RawAddr::empty().len;

@@ -29,6 +29,7 @@ use crate::error::codes;
 use crate::event::lock;
 use crate::notify::{Notify, NotifyWith};
 use crate::overlapped::{AnyOverlapped, Completion};
+use crate::pool::PooledBuf;
 use crate::socket::SockInner;
 
 use io::OpIo;
@@ -45,9 +46,10 @@ pub(crate) enum Dir {
 
 /// Where a finished operation's result goes: the overlapped object that owns its buffers.
 pub(crate) trait Target: Send + Sync {
-    /// Records the final result; threads waiting on the object see it once woken. Gives back
-    /// the handle the object held for the port's packet while the operation was pending.
-    fn record(&self, completion: Completion) -> Option<AnyOverlapped>;
+    /// Records the final result, and adds the buffer a pooled receive filled to the object's
+    /// buffers; threads waiting on the object see it once woken. Gives back the handle the
+    /// object held for the port's packet while the operation was pending.
+    fn record(&self, completion: Completion, pooled: Option<PooledBuf>) -> Option<AnyOverlapped>;
     /// Wakes the threads waiting on the object itself.
     fn wake_waiters(&self);
 }
@@ -65,6 +67,8 @@ pub(crate) struct Op {
     is_accept: bool,
     /// A send of data: refused at once after the socket was shut down for sending.
     is_send: bool,
+    /// A pooled receive: its completion hands over the buffer it filled.
+    is_pooled: bool,
     /// The code a cancellation of this operation reports (S33, S34).
     abort_code: AtomicU32,
     /// Whether a cancel was asked for, so that a continuation is not submitted after it.
@@ -107,17 +111,19 @@ pub(crate) struct Renewal<'a> {
     pub(crate) linux_flags: i32,
 }
 
-/// Whether an operation that begins with `stage` is an accept, and whether it sends data.
-fn kind_of(stage: &Stage) -> (bool, bool) {
+/// Whether an operation that begins with `stage` is an accept, whether it sends data, and
+/// whether it receives into a pool's buffer.
+fn kind_of(stage: &Stage) -> (bool, bool, bool) {
     (
         matches!(stage, Stage::Accept { .. }),
         matches!(stage, Stage::Send | Stage::Transmit(_)),
+        matches!(stage, Stage::RecvPooled(_)),
     )
 }
 
 impl Op {
     pub(crate) fn new(parts: OpParts) -> Op {
-        let (is_accept, is_send) = kind_of(&parts.stage);
+        let (is_accept, is_send, is_pooled) = kind_of(&parts.stage);
         let io = OpIo::new(parts.stage, parts.iov, parts.addr, parts.linux_flags);
         Op {
             sock: parts.sock,
@@ -127,6 +133,7 @@ impl Op {
             notify: parts.notify,
             is_accept,
             is_send,
+            is_pooled,
             abort_code: AtomicU32::new(codes::WSA_OPERATION_ABORTED),
             cancelled: AtomicBool::new(false),
             io: Mutex::new(io),
@@ -144,7 +151,7 @@ impl Op {
         self.target = Some(parts.target);
         self.notify.renew(parts.notify);
         self.dir = parts.dir;
-        (self.is_accept, self.is_send) = kind_of(&parts.stage);
+        (self.is_accept, self.is_send, self.is_pooled) = kind_of(&parts.stage);
         *self.abort_code.get_mut() = codes::WSA_OPERATION_ABORTED;
         *self.cancelled.get_mut() = false;
         let io = self.io.get_mut().unwrap_or_else(|e| e.into_inner());
@@ -199,7 +206,7 @@ impl Op {
         let mut io = lock(&self.io);
         loop {
             let res = io.attempt(&self.sock);
-            match io.absorb(&self.sock, res, self.abort_code()) {
+            match io.absorb(&self.sock, res, None, self.abort_code()) {
                 Step::More => continue,
                 other => return other,
             }
@@ -212,9 +219,9 @@ impl Op {
         lock(&self.io).request(&self.sock)
     }
 
-    /// Takes in one raw result from the kernel.
-    pub(crate) fn absorb(&self, res: i32) -> Step {
-        lock(&self.io).absorb(&self.sock, res, self.abort_code())
+    /// Takes in one raw result from the kernel, with the pool buffer it picked, if any.
+    pub(crate) fn absorb(&self, res: i32, buffer: Option<u16>) -> Step {
+        lock(&self.io).absorb(&self.sock, res, buffer, self.abort_code())
     }
 
     /// Whether the operation's notification is a completion port packet.
@@ -229,7 +236,11 @@ impl Op {
         let Some(target) = &self.target else {
             unreachable!("only a finished record waiting to be renewed has no target")
         };
-        let handle = target.record(completion);
+        let pooled = match self.is_pooled {
+            true => lock(&self.io).pooled.take(),
+            false => None,
+        };
+        let handle = target.record(completion, pooled);
         if notify {
             self.notify.fire(completion, handle);
         }

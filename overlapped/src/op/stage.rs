@@ -9,13 +9,14 @@ use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
-use super::io::{Accepted, OpIo};
+use super::io::{Accepted, OpIo, NOT_PICKED};
 use super::Step;
 use crate::addr::RawAddr;
 use crate::buf::IoVecs;
 use crate::error::{codes, Error};
 use crate::flags;
 use crate::overlapped::Completion;
+use crate::pool::PoolShared;
 use crate::socket::SockInner;
 
 /// What the operation does now.
@@ -25,6 +26,8 @@ pub(crate) enum Stage {
     /// A receive into no bytes on a stream: wait until data (or an error, or the end) is there,
     /// then complete with 0 bytes and leave the data queued (S9).
     ZeroByteRecv,
+    /// Receive into a free buffer of the pool, picked when the data is there.
+    RecvPooled(Arc<PoolShared>),
     /// Send the vectors; on a stream, keep going until every byte is taken (S8).
     Send,
     /// Accept a connection and move it into `into` (`AcceptEx`'s accept socket); then receive
@@ -148,8 +151,22 @@ impl OpIo {
         }
     }
 
-    /// Takes in one raw result: a byte count, descriptor or event mask, or `-errno`.
-    pub(super) fn absorb(&mut self, sock: &Arc<SockInner>, res: i32, abort_code: u32) -> Step {
+    /// Takes in one raw result: a byte count, descriptor or event mask, or `-errno`; `buffer`
+    /// is the pool buffer the kernel picked for a pooled receive.
+    pub(super) fn absorb(
+        &mut self,
+        sock: &Arc<SockInner>,
+        res: i32,
+        buffer: Option<u16>,
+        abort_code: u32,
+    ) -> Step {
+        if let Stage::RecvPooled(pool) = &self.stage {
+            let picked = std::mem::replace(&mut self.picked, NOT_PICKED);
+            let id = buffer.or(u16::try_from(picked).ok());
+            let filled = id.and_then(|id| pool.filled(id, res.max(0) as usize));
+            // A buffer with no data (the peer's end) or with an error goes back as it drops.
+            self.pooled = filled.filter(|_| res > 0);
+        }
         if res == -libc::EAGAIN {
             return Step::WouldBlock;
         }
@@ -175,6 +192,10 @@ impl OpIo {
                     return Step::Finished(self.failure(sock, errno, abort_code));
                 }
                 self.data_sock(sock).hint_readable();
+                Step::Finished(self.success(0, None))
+            }
+            Stage::RecvPooled(_) => {
+                self.done = n;
                 Step::Finished(self.success(0, None))
             }
             Stage::Recv { wait_all } => {

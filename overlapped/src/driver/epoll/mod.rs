@@ -90,6 +90,16 @@ struct Scratch {
 /// Takes one result; see [`crate::engine::complete`] for the contract.
 type Sink = unsafe fn(u64, i32);
 
+/// Hands one result to the engine. A pooled receive's buffer was picked by the attempt that
+/// performed it, which wrote it into the operation's record.
+///
+/// # Safety
+/// As [`crate::engine::complete`].
+unsafe fn complete(user_data: u64, result: i32) {
+    // SAFETY: the caller's contract.
+    unsafe { crate::engine::complete(user_data, result, None) }
+}
+
 /// The tables of the rings alive, for [`forget`].
 static TABLES: Mutex<Vec<Weak<Mutex<Table>>>> = Mutex::new(Vec::new());
 /// How many of them there are, so that a process without epoll rings skips the lock.
@@ -125,7 +135,7 @@ impl Epoll {
     /// A ring reaped by the threads that submit to it (`private`), whose registrations stay, or
     /// one reaped by a thread of its own, which arms them on demand.
     pub(crate) fn new(private: bool) -> Result<Epoll> {
-        Epoll::with_sink(crate::engine::complete, !private)
+        Epoll::with_sink(complete, !private)
     }
 
     fn with_sink(sink: Sink, on_demand: bool) -> Result<Epoll> {

@@ -158,12 +158,7 @@ pub(super) fn token(fd: RawFd, generation: u32) -> u64 {
 
 /// Which side a request waits on.
 pub(super) fn side_of(job: &Job) -> Side {
-    match job {
-        Job::RecvMsg { .. } | Job::Recv { .. } | Job::PollIn { .. } | Job::Accept { .. } => {
-            Side::Read
-        }
-        Job::SendMsg { .. } | Job::Send { .. } | Job::PollOut { .. } => Side::Write,
-    }
+    job.side()
 }
 
 /// The events of an epoll mask that concern each side.

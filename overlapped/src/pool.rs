@@ -1,0 +1,279 @@
+//! Buffer pools: receives that take a buffer only when their data arrives.
+//!
+//! A server with many idle connections either pins a receive buffer to each (memory grows with
+//! connections) or waits with a zero-byte receive and receives once data is there (one more
+//! system call per message). A pooled receive ([`crate::Socket::recv_pooled`]) does neither: it
+//! is posted without a buffer, and when data arrives a free buffer of the pool is taken, filled
+//! and handed over with the completion, in the overlapped object's buffer list. The buffer goes
+//! back to the pool when the [`PooledBuf`] is dropped.
+//!
+//! On io_uring the pool is a provided-buffer ring registered with the port's ring, and the kernel
+//! picks the buffer itself (Linux 5.19); on epoll the pool keeps its free buffers in a list and
+//! the receive takes one when the socket is readable. Either way an operation that finds no free
+//! buffer when its data arrives completes with `WSAENOBUFS` and leaves the data queued. A pool
+//! belongs to one completion port, and only sockets associated with that port receive from it.
+
+use std::alloc::{self, Layout};
+use std::fmt;
+use std::ops::{Deref, DerefMut};
+use std::ptr::NonNull;
+use std::sync::{Arc, Mutex};
+
+use crate::buf::{IoBuf, IoBufMut};
+use crate::driver::Ring;
+use crate::error::{codes, Error, Result};
+use crate::event::lock;
+
+/// Buffers at most in one pool (the limit of an io_uring provided-buffer ring).
+pub const MAX_POOL_BUFFERS: usize = 32768;
+
+/// A set of equal buffers that pooled receives of one port's sockets take from when their data
+/// arrives. Cloning makes another handle to the same pool.
+#[derive(Clone)]
+pub struct BufferPool {
+    shared: Arc<PoolShared>,
+}
+
+/// A buffer of a [`BufferPool`] that a pooled receive filled: its bytes are the data received.
+/// Dropping it gives it back to the pool. It can be sent as it is (an echo), and cut shorter
+/// with [`PooledBuf::truncate`].
+pub struct PooledBuf {
+    shared: Arc<PoolShared>,
+    id: u16,
+    len: usize,
+}
+
+/// The pool's memory and where its free buffers are kept.
+pub(crate) struct PoolShared {
+    /// `count` buffers of `size` bytes, one after the other.
+    memory: NonNull<u8>,
+    layout: Layout,
+    size: usize,
+    count: usize,
+    /// The ring of the port the pool belongs to: its sockets' receives go there.
+    ring: Arc<dyn Ring>,
+    free: Free,
+}
+
+/// Who hands out the free buffers.
+enum Free {
+    /// The kernel, from the provided-buffer ring of this group on `ring`.
+    Kernel { group: u16 },
+    /// The pool itself: the ids of the free buffers.
+    User(Mutex<Vec<u16>>),
+}
+
+// SAFETY: the memory is only reached through `PooledBuf`s (one per buffer id, each the only one
+// with its id while it lives) and by the kernel or a receive filling a buffer that no `PooledBuf`
+// holds; the free list is behind a mutex.
+unsafe impl Send for PoolShared {}
+// SAFETY: as above.
+unsafe impl Sync for PoolShared {}
+
+impl BufferPool {
+    /// A pool of `count` buffers of `size` bytes for the sockets associated with the port whose
+    /// ring is `ring`. `WSAEINVAL` for a count or size of 0, or more than [`MAX_POOL_BUFFERS`]
+    /// buffers; `WSAEOPNOTSUPP` where the ring cannot take a pool.
+    pub(crate) fn new(ring: Arc<dyn Ring>, count: usize, size: usize) -> Result<BufferPool> {
+        if count == 0 || count > MAX_POOL_BUFFERS || size == 0 || size > u32::MAX as usize {
+            return Err(Error::new(codes::WSAEINVAL));
+        }
+        let bytes = count
+            .checked_mul(size)
+            .ok_or_else(|| Error::new(codes::WSAENOBUFS))?;
+        let layout =
+            Layout::from_size_align(bytes, 64).map_err(|_| Error::new(codes::WSAEINVAL))?;
+        // SAFETY: the layout has a non-zero size.
+        let memory = NonNull::new(unsafe { alloc::alloc_zeroed(layout) })
+            .ok_or_else(|| Error::new(codes::WSAENOBUFS))?;
+        // SAFETY: the memory holds `count` buffers of `size` bytes and stays allocated until the
+        // pool's drop, which unregisters the group first.
+        let group = match unsafe { ring.register_buffers(memory.as_ptr(), size, count as u16) } {
+            Ok(group) => group,
+            Err(e) => {
+                // SAFETY: allocated above with this layout, never registered.
+                unsafe { alloc::dealloc(memory.as_ptr(), layout) };
+                return Err(e);
+            }
+        };
+        let free = match group {
+            Some(group) => Free::Kernel { group },
+            None => Free::User(Mutex::new((0..count as u16).rev().collect())),
+        };
+        Ok(BufferPool {
+            shared: Arc::new(PoolShared {
+                memory,
+                layout,
+                size,
+                count,
+                ring,
+                free,
+            }),
+        })
+    }
+
+    /// The size of each buffer: the most one pooled receive takes.
+    pub fn buffer_size(&self) -> usize {
+        self.shared.size
+    }
+
+    /// The number of buffers.
+    pub fn buffer_count(&self) -> usize {
+        self.shared.count
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<PoolShared> {
+        &self.shared
+    }
+}
+
+impl fmt::Debug for BufferPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BufferPool")
+            .field("buffers", &self.shared.count)
+            .field("size", &self.shared.size)
+            .finish()
+    }
+}
+
+impl PoolShared {
+    pub(crate) fn size(&self) -> usize {
+        self.size
+    }
+
+    pub(crate) fn ring(&self) -> &Arc<dyn Ring> {
+        &self.ring
+    }
+
+    /// The provided-buffer group the kernel picks from, if the kernel hands out the buffers.
+    pub(crate) fn group(&self) -> Option<u16> {
+        match self.free {
+            Free::Kernel { group } => Some(group),
+            Free::User(_) => None,
+        }
+    }
+
+    /// The first byte of buffer `id`.
+    pub(crate) fn buffer_ptr(&self, id: u16) -> *mut u8 {
+        debug_assert!((id as usize) < self.count);
+        // SAFETY: `id` is below `count`, so the offset stays inside the allocation.
+        unsafe { self.memory.as_ptr().add(id as usize * self.size) }
+    }
+
+    /// A free buffer's id, taken out of the pool's own list; `None` when none is free or the
+    /// kernel hands out the buffers.
+    pub(crate) fn take(&self) -> Option<u16> {
+        match &self.free {
+            Free::User(free) => lock(free).pop(),
+            Free::Kernel { .. } => None,
+        }
+    }
+
+    /// Whether the pool hands out its buffers itself and has none free now.
+    pub(crate) fn lacks_free(&self) -> bool {
+        match &self.free {
+            Free::User(free) => lock(free).is_empty(),
+            Free::Kernel { .. } => false,
+        }
+    }
+
+    /// Puts buffer `id` back among the free ones.
+    pub(crate) fn give_back(&self, id: u16) {
+        match &self.free {
+            Free::User(free) => lock(free).push(id),
+            Free::Kernel { group } => self.ring.provide_buffer(*group, id),
+        }
+    }
+
+    /// The buffer `id` that a receive filled with `len` bytes, for its completion; `None` for an
+    /// id that is not the pool's.
+    pub(crate) fn filled(self: &Arc<Self>, id: u16, len: usize) -> Option<PooledBuf> {
+        ((id as usize) < self.count).then(|| PooledBuf {
+            shared: self.clone(),
+            id,
+            len: len.min(self.size),
+        })
+    }
+}
+
+impl Drop for PoolShared {
+    fn drop(&mut self) {
+        // No receive is pending (each holds the pool) and no buffer is out: the kernel is done
+        // with the memory once the group is unregistered.
+        if let Free::Kernel { group } = self.free {
+            if !self.ring.unregister_buffers(group) {
+                return; // the kernel may still write there: the memory stays allocated
+            }
+        }
+        // SAFETY: allocated in `new` with this layout; nothing refers to it any more.
+        unsafe { alloc::dealloc(self.memory.as_ptr(), self.layout) };
+    }
+}
+
+impl PooledBuf {
+    /// The bytes received.
+    pub fn as_slice(&self) -> &[u8] {
+        self
+    }
+
+    /// Cuts the buffer to its first `len` bytes (no change if it is not longer).
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
+    /// The size of the pool's buffers: the most this one can hold.
+    pub fn capacity(&self) -> usize {
+        self.shared.size
+    }
+}
+
+impl Deref for PooledBuf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: this buffer's `len` bytes are inside the pool's memory, initialised (zeroed at
+        // allocation, then written by receives), and no one else reaches them while this
+        // `PooledBuf` holds the id.
+        unsafe { std::slice::from_raw_parts(self.shared.buffer_ptr(self.id), self.len) }
+    }
+}
+
+impl DerefMut for PooledBuf {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as for `deref`; `&mut self` makes this the only access.
+        unsafe { std::slice::from_raw_parts_mut(self.shared.buffer_ptr(self.id), self.len) }
+    }
+}
+
+impl Drop for PooledBuf {
+    fn drop(&mut self) {
+        self.shared.give_back(self.id);
+    }
+}
+
+impl fmt::Debug for PooledBuf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PooledBuf")
+            .field("id", &self.id)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+// SAFETY: the bytes live in the pool's allocation, which the buffer keeps alive and which does
+// not move; `len` stays fixed while an operation holds the buffer (it is owned by the operation's
+// overlapped object then).
+unsafe impl IoBuf for PooledBuf {
+    fn as_ptr(&self) -> *const u8 {
+        self.shared.buffer_ptr(self.id)
+    }
+    fn len(&self) -> usize {
+        self.len
+    }
+}
+
+// SAFETY: as for `IoBuf`; any byte is a valid `u8`.
+unsafe impl IoBufMut for PooledBuf {
+    fn as_mut_ptr(&mut self) -> *mut u8 {
+        self.shared.buffer_ptr(self.id)
+    }
+}
