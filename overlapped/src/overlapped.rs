@@ -21,7 +21,7 @@ use crate::engine;
 use crate::error::{codes, Error, Result};
 use crate::event::{lock, Event};
 use crate::op::{Op, Target};
-use crate::pool::PooledBuf;
+use crate::pool::Filled;
 
 /// How a call that starts an operation returned (S2).
 #[must_use = "a pending operation's result must be collected from its overlapped object"]
@@ -338,14 +338,10 @@ impl<B> std::fmt::Debug for Overlapped<B> {
 }
 
 impl<B: Send + 'static> Target for OvCore<B> {
-    fn record(&self, completion: Completion, pooled: Option<PooledBuf>) -> Option<AnyOverlapped> {
+    fn record(&self, completion: Completion, pooled: Option<Filled>) -> Option<AnyOverlapped> {
         let mut st = lock(&self.state);
-        if let Some(buf) = pooled {
-            // A pooled receive starts only on an object of pool buffers (`Socket::recv_pooled`).
-            let bufs: &mut dyn Any = &mut st.bufs;
-            if let Some(Some(bufs)) = bufs.downcast_mut::<Option<Vec<PooledBuf>>>() {
-                bufs.push(buf);
-            }
+        if let Some(filled) = pooled {
+            (filled.into)(&mut st.bufs, filled.buf);
         }
         st.phase = Phase::Done;
         st.completion = Some(completion);

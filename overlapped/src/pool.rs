@@ -14,6 +14,7 @@
 //! belongs to one completion port, and only sockets associated with that port receive from it.
 
 use std::alloc::{self, Layout};
+use std::any::Any;
 use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
@@ -41,6 +42,25 @@ pub struct PooledBuf {
     shared: Arc<PoolShared>,
     id: u16,
     len: usize,
+}
+
+/// A pool buffer that a receive filled, on its way into an overlapped object's buffers, with the
+/// function that converts it to their type and adds it.
+pub(crate) struct Filled {
+    pub(crate) buf: PooledBuf,
+    pub(crate) into: IntoBuffers,
+}
+
+/// Adds a filled pool buffer to an overlapped object's buffer list (`Option<Vec<B>>`, seen as
+/// `Any`), converted to the list's buffer type.
+pub(crate) type IntoBuffers = fn(&mut dyn Any, PooledBuf);
+
+/// The [`IntoBuffers`] of objects whose buffers are `B`. A list of another type keeps nothing
+/// (the buffer goes back to its pool): `recv_pooled` fixes the type, so it does not happen.
+pub(crate) fn push_into<B: From<PooledBuf> + 'static>(bufs: &mut dyn Any, buf: PooledBuf) {
+    if let Some(Some(bufs)) = bufs.downcast_mut::<Option<Vec<B>>>() {
+        bufs.push(B::from(buf));
+    }
 }
 
 /// The pool's memory and where its free buffers are kept.

@@ -26,7 +26,7 @@ use crate::flags;
 use crate::notify::{Notify, NotifyWith};
 use crate::op::{Dir, Op, OpParts, Renewal, Stage, Target};
 use crate::overlapped::{AnyOverlapped, Completion, OvCore, Overlapped, Started};
-use crate::pool::{BufferPool, PooledBuf};
+use crate::pool::{push_into, BufferPool, PooledBuf};
 use crate::socket::Socket;
 
 /// What an operation will do, worked out from its arguments before its buffers move.
@@ -74,7 +74,11 @@ impl Plan {
 }
 
 impl Plan {
-    fn recv_pooled(sock: &Socket, pool: &BufferPool, flags: u32) -> Result<Plan> {
+    fn recv_pooled<B: From<PooledBuf> + 'static>(
+        sock: &Socket,
+        pool: &BufferPool,
+        flags: u32,
+    ) -> Result<Plan> {
         if !sock.inner.is_stream() {
             return Err(Error::new(codes::WSAEOPNOTSUPP));
         }
@@ -89,7 +93,10 @@ impl Plan {
         Ok(Plan {
             iov: IoVecs::new(),
             dir: Dir::Read,
-            stage: Stage::RecvPooled(pool.shared().clone()),
+            stage: Stage::RecvPooled {
+                pool: pool.shared().clone(),
+                into: push_into::<B>,
+            },
             addr: None,
             linux_flags: flags::recv_to_linux(flags),
             needs_buffers: false,
@@ -144,15 +151,16 @@ impl Socket {
     /// be a stream associated with the port that made the pool (else `WSAEINVAL`, or
     /// `WSAEOPNOTSUPP` for a datagram socket). On completion the overlapped object's buffers are
     /// the one buffer filled, whose length is the byte count (none if the peer closed, S10, or
-    /// the operation failed); `WSAENOBUFS` if no buffer was free when the data came (the data
-    /// stays queued). Flags: `MSG_PEEK`, `MSG_OOB`.
-    pub fn recv_pooled(
+    /// the operation failed), converted to the object's buffer type (`PooledBuf` itself, or a
+    /// type of the program's that can hold one); `WSAENOBUFS` if no buffer was free when the
+    /// receive was tried (the data stays queued). Flags: `MSG_PEEK`, `MSG_OOB`.
+    pub fn recv_pooled<B: From<PooledBuf> + Send + 'static>(
         &self,
-        ov: &Overlapped<PooledBuf>,
+        ov: &Overlapped<B>,
         pool: &BufferPool,
         flags: u32,
     ) -> Result<Started> {
-        let plan = Plan::recv_pooled(self, pool, flags)?;
+        let plan = Plan::recv_pooled::<B>(self, pool, flags)?;
         self.start(ov.core(), Some(ov), Vec::new(), plan, None)
     }
 

@@ -39,7 +39,7 @@ fn next_receive(port: &Port) -> (Result<usize, overlapped::Error>, Vec<Vec<u8>>)
 fn a_pooled_receive_takes_a_buffer_when_data_arrives() {
     on_every_backend!(|| {
         let (port, pool, sock, mut peer) = pooled_pair(2, 16);
-        let ov = Overlapped::new();
+        let ov: Overlapped<PooledBuf> = Overlapped::new();
         assert_eq!(sock.recv_pooled(&ov, &pool, 0), Ok(Started::Pending));
         write_all(&mut peer, b"hello");
         let (result, bufs) = next_receive(&port);
@@ -57,7 +57,7 @@ fn a_pooled_receive_takes_at_most_one_buffer_of_data() {
     on_every_backend!(|| {
         let (port, pool, sock, mut peer) = pooled_pair(4, 8);
         write_all(&mut peer, b"0123456789abc");
-        let ov = Overlapped::new();
+        let ov: Overlapped<PooledBuf> = Overlapped::new();
         let mut seen = Vec::new();
         while seen.len() < 13 {
             let _ = sock.recv_pooled(&ov, &pool, 0).unwrap();
@@ -75,7 +75,7 @@ fn a_pooled_receive_takes_at_most_one_buffer_of_data() {
 fn pool_buffers_go_back_to_the_pool_when_dropped() {
     on_every_backend!(|| {
         let (port, pool, sock, mut peer) = pooled_pair(2, 32);
-        let ov = Overlapped::new();
+        let ov: Overlapped<PooledBuf> = Overlapped::new();
         for round in 0..50u32 {
             let message = format!("message {round}");
             let _ = sock.recv_pooled(&ov, &pool, 0).unwrap();
@@ -91,7 +91,7 @@ fn pool_buffers_go_back_to_the_pool_when_dropped() {
 fn an_empty_pool_fails_the_receive_with_wsaenobufs_and_keeps_the_data() {
     on_every_backend!(|| {
         let (port, pool, sock, mut peer) = pooled_pair(1, 8);
-        let ov = Overlapped::new();
+        let ov: Overlapped<PooledBuf> = Overlapped::new();
         let _ = sock.recv_pooled(&ov, &pool, 0).unwrap();
         write_all(&mut peer, b"first");
         let packet = port.get(Some(TIMEOUT)).unwrap();
@@ -124,7 +124,7 @@ fn an_empty_pool_fails_the_receive_with_wsaenobufs_and_keeps_the_data() {
 fn a_pooled_receive_reports_the_peers_end_without_a_buffer() {
     on_every_backend!(|| {
         let (port, pool, sock, peer) = pooled_pair(1, 8);
-        let ov = Overlapped::new();
+        let ov: Overlapped<PooledBuf> = Overlapped::new();
         let _ = sock.recv_pooled(&ov, &pool, 0).unwrap();
         drop(peer);
         let (result, bufs) = next_receive(&port);
@@ -143,7 +143,7 @@ fn a_pooled_receive_reports_the_peers_end_without_a_buffer() {
 fn a_pooled_buffer_can_be_sent_back() {
     on_every_backend!(|| {
         let (port, pool, sock, mut peer) = pooled_pair(2, 64);
-        let ov = Overlapped::new();
+        let ov: Overlapped<PooledBuf> = Overlapped::new();
         let _ = sock.recv_pooled(&ov, &pool, 0).unwrap();
         write_all(&mut peer, b"echo me");
         assert_eq!(port.get(Some(TIMEOUT)).unwrap().result(), Ok(7));
@@ -158,7 +158,7 @@ fn a_pooled_buffer_can_be_sent_back() {
 fn closing_a_socket_aborts_its_pooled_receive_and_frees_nothing_early() {
     on_every_backend!(|| {
         let (port, pool, sock, _peer) = pooled_pair(1, 8);
-        let ov = Overlapped::new();
+        let ov: Overlapped<PooledBuf> = Overlapped::new();
         assert_eq!(sock.recv_pooled(&ov, &pool, 0), Ok(Started::Pending));
         drop(sock);
         let packet = port.get(Some(TIMEOUT)).unwrap();
@@ -181,7 +181,7 @@ fn closing_a_socket_aborts_its_pooled_receive_and_frees_nothing_early() {
 fn a_buffer_outlives_its_pool_handle_and_port() {
     on_every_backend!(|| {
         let (port, pool, sock, mut peer) = pooled_pair(1, 8);
-        let ov = Overlapped::new();
+        let ov: Overlapped<PooledBuf> = Overlapped::new();
         let _ = sock.recv_pooled(&ov, &pool, 0).unwrap();
         write_all(&mut peer, b"kept");
         assert_eq!(port.get(Some(TIMEOUT)).unwrap().result(), Ok(4));
@@ -196,7 +196,7 @@ fn pooled_receives_refuse_what_they_cannot_serve() {
     on_every_backend!(|| {
         let port = Port::new(1).unwrap();
         let pool = port.buffer_pool(1, 8).unwrap();
-        let ov = Overlapped::new();
+        let ov: Overlapped<PooledBuf> = Overlapped::new();
         let invalid = Err(codes::WSAEINVAL);
         // Not associated with any port, then with another port than the pool's.
         let (sock, _peer) = tcp_pair_std();
@@ -233,7 +233,7 @@ fn pooled_receives_refuse_what_they_cannot_serve() {
 fn a_pooled_receive_while_the_object_is_pending_is_refused() {
     on_every_backend!(|| {
         let (port, pool, sock, mut peer) = pooled_pair(2, 8);
-        let ov = Overlapped::new();
+        let ov: Overlapped<PooledBuf> = Overlapped::new();
         assert_eq!(sock.recv_pooled(&ov, &pool, 0), Ok(Started::Pending));
         let again = sock.recv_pooled(&ov, &pool, 0).map_err(|e| e.code());
         assert_eq!(again, Err(codes::WSAEINVAL), "S13");
@@ -242,5 +242,32 @@ fn a_pooled_receive_while_the_object_is_pending_is_refused() {
         let mut rest = [0u8; 1];
         peer.set_nonblocking(true).unwrap();
         assert!(peer.read(&mut rest).is_err(), "nothing else arrived");
+    });
+}
+
+/// A program's own buffer type, made from pool buffers.
+#[derive(Debug)]
+struct Received(PooledBuf);
+
+impl From<PooledBuf> for Received {
+    fn from(buf: PooledBuf) -> Received {
+        Received(buf)
+    }
+}
+
+#[test]
+fn a_pooled_receive_hands_its_buffer_over_in_the_objects_buffer_type() {
+    on_every_backend!(|| {
+        let port: CompletionPort<Received> = CompletionPort::new(1).unwrap();
+        let pool = port.buffer_pool(1, 8).unwrap();
+        let (sock, mut peer) = tcp_pair_std();
+        port.associate(&sock, 1).unwrap();
+        let ov: Overlapped<Received> = Overlapped::new();
+        let _ = sock.recv_pooled(&ov, &pool, 0).unwrap();
+        write_all(&mut peer, b"typed");
+        assert_eq!(port.get(Some(TIMEOUT)).unwrap().result(), Ok(5));
+        let bufs = ov.take_buffers().unwrap();
+        assert_eq!(bufs.len(), 1);
+        assert_eq!(&bufs[0].0[..], b"typed");
     });
 }

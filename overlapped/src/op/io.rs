@@ -213,7 +213,7 @@ impl OpIo {
                 flags: (self.linux_flags | libc::MSG_NOSIGNAL) as u32,
             },
             (Stage::ZeroByteRecv, _) => Request::PollIn { fd },
-            (Stage::RecvPooled(pool), _) => Request::RecvPooled {
+            (Stage::RecvPooled { pool, .. }, _) => Request::RecvPooled {
                 fd,
                 pool: Arc::as_ptr(pool),
                 picked: &mut self.picked,

@@ -29,7 +29,7 @@ use crate::error::codes;
 use crate::event::lock;
 use crate::notify::{Notify, NotifyWith};
 use crate::overlapped::{AnyOverlapped, Completion};
-use crate::pool::PooledBuf;
+use crate::pool::Filled;
 use crate::socket::SockInner;
 
 use io::OpIo;
@@ -49,7 +49,7 @@ pub(crate) trait Target: Send + Sync {
     /// Records the final result, and adds the buffer a pooled receive filled to the object's
     /// buffers; threads waiting on the object see it once woken. Gives back the handle the
     /// object held for the port's packet while the operation was pending.
-    fn record(&self, completion: Completion, pooled: Option<PooledBuf>) -> Option<AnyOverlapped>;
+    fn record(&self, completion: Completion, pooled: Option<Filled>) -> Option<AnyOverlapped>;
     /// Wakes the threads waiting on the object itself.
     fn wake_waiters(&self);
 }
@@ -117,7 +117,7 @@ fn kind_of(stage: &Stage) -> (bool, bool, bool) {
     (
         matches!(stage, Stage::Accept { .. }),
         matches!(stage, Stage::Send | Stage::Transmit(_)),
-        matches!(stage, Stage::RecvPooled(_)),
+        matches!(stage, Stage::RecvPooled { .. }),
     )
 }
 
@@ -237,7 +237,7 @@ impl Op {
             unreachable!("only a finished record waiting to be renewed has no target")
         };
         let pooled = match self.is_pooled {
-            true => lock(&self.io).pooled.take(),
+            true => lock(&self.io).take_filled(),
             false => None,
         };
         let handle = target.record(completion, pooled);

@@ -16,7 +16,7 @@ use crate::buf::IoVecs;
 use crate::error::{codes, Error};
 use crate::flags;
 use crate::overlapped::Completion;
-use crate::pool::PoolShared;
+use crate::pool::{Filled, IntoBuffers, PoolShared};
 use crate::socket::SockInner;
 
 /// What the operation does now.
@@ -26,8 +26,12 @@ pub(crate) enum Stage {
     /// A receive into no bytes on a stream: wait until data (or an error, or the end) is there,
     /// then complete with 0 bytes and leave the data queued (S9).
     ZeroByteRecv,
-    /// Receive into a free buffer of the pool, picked when the data is there.
-    RecvPooled(Arc<PoolShared>),
+    /// Receive into a free buffer of the pool, picked when the data is there; `into` adds it to
+    /// the overlapped object's buffers.
+    RecvPooled {
+        pool: Arc<PoolShared>,
+        into: IntoBuffers,
+    },
     /// Send the vectors; on a stream, keep going until every byte is taken (S8).
     Send,
     /// Accept a connection and move it into `into` (`AcceptEx`'s accept socket); then receive
@@ -160,7 +164,7 @@ impl OpIo {
         buffer: Option<u16>,
         abort_code: u32,
     ) -> Step {
-        if let Stage::RecvPooled(pool) = &self.stage {
+        if let Stage::RecvPooled { pool, .. } = &self.stage {
             let picked = std::mem::replace(&mut self.picked, NOT_PICKED);
             let id = buffer.or(u16::try_from(picked).ok());
             let filled = id.and_then(|id| pool.filled(id, res.max(0) as usize));
@@ -194,7 +198,7 @@ impl OpIo {
                 self.data_sock(sock).hint_readable();
                 Step::Finished(self.success(0, None))
             }
-            Stage::RecvPooled(_) => {
+            Stage::RecvPooled { .. } => {
                 self.done = n;
                 Step::Finished(self.success(0, None))
             }
@@ -277,6 +281,16 @@ impl OpIo {
                 sock.mark_shut_down_for_send();
                 Step::Finished(self.success(0, None))
             }
+        }
+    }
+
+    /// The buffer a finished pooled receive filled, to be added to the object's buffers.
+    pub(super) fn take_filled(&mut self) -> Option<Filled> {
+        match &self.stage {
+            Stage::RecvPooled { into, .. } => {
+                self.pooled.take().map(|buf| Filled { buf, into: *into })
+            }
+            _ => None,
         }
     }
 
