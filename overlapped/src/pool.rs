@@ -18,6 +18,7 @@ use std::any::Any;
 use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::buf::{IoBuf, IoBufMut};
@@ -73,6 +74,8 @@ pub(crate) struct PoolShared {
     /// The ring of the port the pool belongs to: its sockets' receives go there.
     ring: Arc<dyn Ring>,
     free: Free,
+    /// Buffers handed to the program and not given back yet.
+    out: AtomicUsize,
 }
 
 /// Who hands out the free buffers.
@@ -101,8 +104,10 @@ impl BufferPool {
         let bytes = count
             .checked_mul(size)
             .ok_or_else(|| Error::new(codes::WSAENOBUFS))?;
+        // The allocator's own alignment, so that the zeroed memory comes from `calloc`, whose
+        // large blocks are pages mapped on first use: a buffer never used costs no memory.
         let layout =
-            Layout::from_size_align(bytes, 64).map_err(|_| Error::new(codes::WSAEINVAL))?;
+            Layout::from_size_align(bytes, 16).map_err(|_| Error::new(codes::WSAEINVAL))?;
         // SAFETY: the layout has a non-zero size.
         let memory = NonNull::new(unsafe { alloc::alloc_zeroed(layout) })
             .ok_or_else(|| Error::new(codes::WSAENOBUFS))?;
@@ -128,6 +133,7 @@ impl BufferPool {
                 count,
                 ring,
                 free,
+                out: AtomicUsize::new(0),
             }),
         })
     }
@@ -140,6 +146,12 @@ impl BufferPool {
     /// The number of buffers.
     pub fn buffer_count(&self) -> usize {
         self.shared.count
+    }
+
+    /// The buffers that receives handed over and that are not back yet (a [`PooledBuf`] alive).
+    /// Fewer than [`BufferPool::buffer_count`] means a receive tried now finds one.
+    pub fn in_use(&self) -> usize {
+        self.shared.out.load(Ordering::Acquire)
     }
 
     pub(crate) fn shared(&self) -> &Arc<PoolShared> {
@@ -208,7 +220,11 @@ impl PoolShared {
     /// The buffer `id` that a receive filled with `len` bytes, for its completion; `None` for an
     /// id that is not the pool's.
     pub(crate) fn filled(self: &Arc<Self>, id: u16, len: usize) -> Option<PooledBuf> {
-        ((id as usize) < self.count).then(|| PooledBuf {
+        if id as usize >= self.count {
+            return None;
+        }
+        self.out.fetch_add(1, Ordering::Relaxed);
+        Some(PooledBuf {
             shared: self.clone(),
             id,
             len: len.min(self.size),
@@ -267,6 +283,7 @@ impl DerefMut for PooledBuf {
 impl Drop for PooledBuf {
     fn drop(&mut self) {
         self.shared.give_back(self.id);
+        self.shared.out.fetch_sub(1, Ordering::Release);
     }
 }
 

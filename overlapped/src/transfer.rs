@@ -149,19 +149,24 @@ impl Socket {
     /// Receives into a buffer of `pool` that is taken only when data arrives, so that a waiting
     /// receive holds no buffer (an extension of this library; see [`BufferPool`]). The socket must
     /// be a stream associated with the port that made the pool (else `WSAEINVAL`, or
-    /// `WSAEOPNOTSUPP` for a datagram socket). On completion the overlapped object's buffers are
-    /// the one buffer filled, whose length is the byte count (none if the peer closed, S10, or
-    /// the operation failed), converted to the object's buffer type (`PooledBuf` itself, or a
+    /// `WSAEOPNOTSUPP` for a datagram socket). On completion the overlapped object's buffers end
+    /// with the one buffer filled, whose length is the byte count (none if the peer closed, S10,
+    /// or the operation failed), converted to the object's buffer type (`PooledBuf` itself, or a
     /// type of the program's that can hold one); `WSAENOBUFS` if no buffer was free when the
     /// receive was tried (the data stays queued). Flags: `MSG_PEEK`, `MSG_OOB`.
+    ///
+    /// `list` is the buffer list the filled buffer is added to, usually empty: nothing is
+    /// received into the buffers it holds, and passing on the list of an earlier operation spares
+    /// allocating one per receive.
     pub fn recv_pooled<B: From<PooledBuf> + Send + 'static>(
         &self,
         ov: &Overlapped<B>,
+        list: Vec<B>,
         pool: &BufferPool,
         flags: u32,
     ) -> Result<Started> {
         let plan = Plan::recv_pooled::<B>(self, pool, flags)?;
-        self.start(ov.core(), Some(ov), Vec::new(), plan, None)
+        self.start(ov.core(), Some(ov), list, plan, None)
     }
 
     /// Receives one datagram and its sender's address (`WSARecvFrom`); the address is in the

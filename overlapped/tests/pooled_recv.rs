@@ -40,7 +40,10 @@ fn a_pooled_receive_takes_a_buffer_when_data_arrives() {
     on_every_backend!(|| {
         let (port, pool, sock, mut peer) = pooled_pair(2, 16);
         let ov: Overlapped<PooledBuf> = Overlapped::new();
-        assert_eq!(sock.recv_pooled(&ov, &pool, 0), Ok(Started::Pending));
+        assert_eq!(
+            sock.recv_pooled(&ov, Vec::new(), &pool, 0),
+            Ok(Started::Pending)
+        );
         write_all(&mut peer, b"hello");
         let (result, bufs) = next_receive(&port);
         assert_eq!(result, Ok(5));
@@ -60,7 +63,7 @@ fn a_pooled_receive_takes_at_most_one_buffer_of_data() {
         let ov: Overlapped<PooledBuf> = Overlapped::new();
         let mut seen = Vec::new();
         while seen.len() < 13 {
-            let _ = sock.recv_pooled(&ov, &pool, 0).unwrap();
+            let _ = sock.recv_pooled(&ov, Vec::new(), &pool, 0).unwrap();
             let (result, bufs) = next_receive(&port);
             let n = result.unwrap();
             assert!(n <= pool.buffer_size(), "{n} bytes in a buffer of 8");
@@ -78,7 +81,7 @@ fn pool_buffers_go_back_to_the_pool_when_dropped() {
         let ov: Overlapped<PooledBuf> = Overlapped::new();
         for round in 0..50u32 {
             let message = format!("message {round}");
-            let _ = sock.recv_pooled(&ov, &pool, 0).unwrap();
+            let _ = sock.recv_pooled(&ov, Vec::new(), &pool, 0).unwrap();
             write_all(&mut peer, message.as_bytes());
             let (result, bufs) = next_receive(&port);
             assert_eq!(result, Ok(message.len()), "round {round}");
@@ -92,13 +95,14 @@ fn an_empty_pool_fails_the_receive_with_wsaenobufs_and_keeps_the_data() {
     on_every_backend!(|| {
         let (port, pool, sock, mut peer) = pooled_pair(1, 8);
         let ov: Overlapped<PooledBuf> = Overlapped::new();
-        let _ = sock.recv_pooled(&ov, &pool, 0).unwrap();
+        let _ = sock.recv_pooled(&ov, Vec::new(), &pool, 0).unwrap();
         write_all(&mut peer, b"first");
         let packet = port.get(Some(TIMEOUT)).unwrap();
         assert_eq!(packet.result(), Ok(5));
         let held = ov.take_buffers().unwrap(); // the pool's only buffer, kept
+        assert_eq!(pool.in_use(), 1);
         write_all(&mut peer, b"second");
-        let started = sock.recv_pooled(&ov, &pool, 0);
+        let started = sock.recv_pooled(&ov, Vec::new(), &pool, 0);
         let error = match started {
             Err(e) => e, // failed at once: no packet (S4)
             Ok(_) => port
@@ -109,7 +113,8 @@ fn an_empty_pool_fails_the_receive_with_wsaenobufs_and_keeps_the_data() {
         };
         assert_eq!(error.code(), codes::WSAENOBUFS);
         drop(held);
-        let _ = sock.recv_pooled(&ov, &pool, 0).unwrap();
+        assert_eq!(pool.in_use(), 0);
+        let _ = sock.recv_pooled(&ov, Vec::new(), &pool, 0).unwrap();
         let (result, bufs) = next_receive(&port);
         assert_eq!(result, Ok(6));
         assert_eq!(
@@ -125,7 +130,7 @@ fn a_pooled_receive_reports_the_peers_end_without_a_buffer() {
     on_every_backend!(|| {
         let (port, pool, sock, peer) = pooled_pair(1, 8);
         let ov: Overlapped<PooledBuf> = Overlapped::new();
-        let _ = sock.recv_pooled(&ov, &pool, 0).unwrap();
+        let _ = sock.recv_pooled(&ov, Vec::new(), &pool, 0).unwrap();
         drop(peer);
         let (result, bufs) = next_receive(&port);
         assert_eq!(result, Ok(0), "S10: the end is 0 bytes");
@@ -133,7 +138,7 @@ fn a_pooled_receive_reports_the_peers_end_without_a_buffer() {
         // The pool's one buffer is still free.
         let (sock, mut peer) = tcp_pair_std();
         port.associate(&sock, 2).unwrap();
-        let _ = sock.recv_pooled(&ov, &pool, 0).unwrap();
+        let _ = sock.recv_pooled(&ov, Vec::new(), &pool, 0).unwrap();
         write_all(&mut peer, b"x");
         assert_eq!(next_receive(&port), (Ok(1), vec![b"x".to_vec()]));
     });
@@ -144,7 +149,7 @@ fn a_pooled_buffer_can_be_sent_back() {
     on_every_backend!(|| {
         let (port, pool, sock, mut peer) = pooled_pair(2, 64);
         let ov: Overlapped<PooledBuf> = Overlapped::new();
-        let _ = sock.recv_pooled(&ov, &pool, 0).unwrap();
+        let _ = sock.recv_pooled(&ov, Vec::new(), &pool, 0).unwrap();
         write_all(&mut peer, b"echo me");
         assert_eq!(port.get(Some(TIMEOUT)).unwrap().result(), Ok(7));
         let bufs = ov.take_buffers().unwrap();
@@ -159,7 +164,10 @@ fn closing_a_socket_aborts_its_pooled_receive_and_frees_nothing_early() {
     on_every_backend!(|| {
         let (port, pool, sock, _peer) = pooled_pair(1, 8);
         let ov: Overlapped<PooledBuf> = Overlapped::new();
-        assert_eq!(sock.recv_pooled(&ov, &pool, 0), Ok(Started::Pending));
+        assert_eq!(
+            sock.recv_pooled(&ov, Vec::new(), &pool, 0),
+            Ok(Started::Pending)
+        );
         drop(sock);
         let packet = port.get(Some(TIMEOUT)).unwrap();
         assert_eq!(
@@ -171,7 +179,7 @@ fn closing_a_socket_aborts_its_pooled_receive_and_frees_nothing_early() {
         // The receive took no buffer with it: the pool's one buffer serves the next socket.
         let (sock, mut peer) = tcp_pair_std();
         port.associate(&sock, 2).unwrap();
-        let _ = sock.recv_pooled(&ov, &pool, 0).unwrap();
+        let _ = sock.recv_pooled(&ov, Vec::new(), &pool, 0).unwrap();
         write_all(&mut peer, b"ok");
         assert_eq!(next_receive(&port), (Ok(2), vec![b"ok".to_vec()]));
     });
@@ -182,7 +190,7 @@ fn a_buffer_outlives_its_pool_handle_and_port() {
     on_every_backend!(|| {
         let (port, pool, sock, mut peer) = pooled_pair(1, 8);
         let ov: Overlapped<PooledBuf> = Overlapped::new();
-        let _ = sock.recv_pooled(&ov, &pool, 0).unwrap();
+        let _ = sock.recv_pooled(&ov, Vec::new(), &pool, 0).unwrap();
         write_all(&mut peer, b"kept");
         assert_eq!(port.get(Some(TIMEOUT)).unwrap().result(), Ok(4));
         drop((pool, sock, port));
@@ -201,20 +209,23 @@ fn pooled_receives_refuse_what_they_cannot_serve() {
         // Not associated with any port, then with another port than the pool's.
         let (sock, _peer) = tcp_pair_std();
         let code = |r: overlapped::Result<Started>| r.map_err(|e| e.code());
-        assert_eq!(code(sock.recv_pooled(&ov, &pool, 0)), invalid);
+        assert_eq!(code(sock.recv_pooled(&ov, Vec::new(), &pool, 0)), invalid);
         let other = Port::new(1).unwrap();
         other.associate(&sock, 1).unwrap();
-        assert_eq!(code(sock.recv_pooled(&ov, &pool, 0)), invalid);
+        assert_eq!(code(sock.recv_pooled(&ov, Vec::new(), &pool, 0)), invalid);
         // MSG_WAITALL would need more than one buffer.
         let (sock, _peer) = tcp_pair_std();
         port.associate(&sock, 1).unwrap();
         let waitall = overlapped::flags::MSG_WAITALL;
-        assert_eq!(code(sock.recv_pooled(&ov, &pool, waitall)), invalid);
+        assert_eq!(
+            code(sock.recv_pooled(&ov, Vec::new(), &pool, waitall)),
+            invalid
+        );
         // Datagrams: not supported.
         let (udp, _) = udp_pair();
         port.associate(&udp, 2).unwrap();
         assert_eq!(
-            code(udp.recv_pooled(&ov, &pool, 0)),
+            code(udp.recv_pooled(&ov, Vec::new(), &pool, 0)),
             Err(codes::WSAEOPNOTSUPP)
         );
         // Pools of no buffers, of empty buffers, of too many buffers.
@@ -234,8 +245,13 @@ fn a_pooled_receive_while_the_object_is_pending_is_refused() {
     on_every_backend!(|| {
         let (port, pool, sock, mut peer) = pooled_pair(2, 8);
         let ov: Overlapped<PooledBuf> = Overlapped::new();
-        assert_eq!(sock.recv_pooled(&ov, &pool, 0), Ok(Started::Pending));
-        let again = sock.recv_pooled(&ov, &pool, 0).map_err(|e| e.code());
+        assert_eq!(
+            sock.recv_pooled(&ov, Vec::new(), &pool, 0),
+            Ok(Started::Pending)
+        );
+        let again = sock
+            .recv_pooled(&ov, Vec::new(), &pool, 0)
+            .map_err(|e| e.code());
         assert_eq!(again, Err(codes::WSAEINVAL), "S13");
         write_all(&mut peer, b"one");
         assert_eq!(next_receive(&port), (Ok(3), vec![b"one".to_vec()]));
@@ -263,7 +279,7 @@ fn a_pooled_receive_hands_its_buffer_over_in_the_objects_buffer_type() {
         let (sock, mut peer) = tcp_pair_std();
         port.associate(&sock, 1).unwrap();
         let ov: Overlapped<Received> = Overlapped::new();
-        let _ = sock.recv_pooled(&ov, &pool, 0).unwrap();
+        let _ = sock.recv_pooled(&ov, Vec::new(), &pool, 0).unwrap();
         write_all(&mut peer, b"typed");
         assert_eq!(port.get(Some(TIMEOUT)).unwrap().result(), Ok(5));
         let bufs = ov.take_buffers().unwrap();
