@@ -83,11 +83,17 @@ def servers(bin_dir):
         if model in models:
             found[f"overlapped-{model}-epoll"] = ["OVERLAPPED_BACKEND=epoll"] + \
                 found["overlapped-" + model]
-    # The port model's two tunings: a receive buffer kept posted (one system call less per
+    # The port model's tunings: a receive buffer kept posted (one system call less per
     # message), and the opt-in batch window of 50 us (CPU first).
     if "overlapped-port" in found and "--pin-buffers" in help_text:
         found["overlapped-port-pinned"] = found["overlapped-port"] + ["--pin-buffers"]
         found["overlapped-port-pinned-epoll"] = found["overlapped-port-epoll"] + ["--pin-buffers"]
+    # Pooled receives: a receive kept posted that takes a buffer of the port's pool (4,096 of
+    # 4 KiB) only when data arrives.
+    if "overlapped-port" in found and "--pool-buffers" in help_text:
+        found["overlapped-port-pooled"] = found["overlapped-port"] + ["--pool-buffers", "4096"]
+        found["overlapped-port-pooled-epoll"] = \
+            found["overlapped-port-epoll"] + ["--pool-buffers", "4096"]
     if "overlapped-port" in found and "--batch-us" in help_text:
         found["overlapped-port-batch50"] = found["overlapped-port"] + ["--batch-us", "50"]
         if "overlapped-port-pinned" in found:

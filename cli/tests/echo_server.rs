@@ -1,4 +1,5 @@
-//! `overlapped echo-server --model event|routine`, driven from outside as a user would run it.
+//! `overlapped echo-server --model event|routine|port`, driven from outside as a user would run
+//! it, and the port model with each way of waiting for data.
 //!
 //! Each test starts the built binary with `--port 0`, reads the port from its
 //! `listening on ...` line, talks to it over loopback with plain `std::net` clients, and kills it
@@ -20,8 +21,16 @@ const IO_LIMIT: Duration = Duration::from_secs(30);
 /// The backends each test runs on: the library's choice, then epoll forced.
 const BACKENDS: [Option<&str>; 2] = [None, Some("epoll")];
 
-/// The notification models each test runs on.
-const MODELS: [&str; 3] = ["event", "routine", "port"];
+/// The notification models each test runs on, with the port model's ways of waiting for data
+/// (zero-byte receives, a buffer kept posted, and pooled receives from a pool far smaller than
+/// the connections, so that some wait for a buffer).
+const MODELS: [&str; 5] = [
+    "event",
+    "routine",
+    "port",
+    "port --pin-buffers",
+    "port --pool-buffers 64",
+];
 
 /// A running server, killed when dropped.
 struct Server {
@@ -30,9 +39,12 @@ struct Server {
 }
 
 impl Server {
+    /// Starts `echo-server --model MODEL`, where `model` may go on with more options.
     fn start(model: &str, backend: Option<&str>) -> Server {
         let mut command = Command::new(env!("CARGO_BIN_EXE_overlapped"));
-        command.args(["echo-server", "--model", model, "--port", "0"]);
+        command.args(["echo-server", "--model"]);
+        command.args(model.split_whitespace());
+        command.args(["--port", "0"]);
         if let Some(backend) = backend {
             command.env("OVERLAPPED_BACKEND", backend);
         }

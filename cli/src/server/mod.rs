@@ -8,6 +8,7 @@
 //! of [`Model`].
 
 mod accept;
+mod echo_buf;
 mod event;
 mod port;
 mod routine;
@@ -64,8 +65,14 @@ pub struct Options {
     /// Port model: keep a receive buffer posted on every connection instead of waiting for data
     /// with a zero-byte receive (one system call less per message, one buffer per idle
     /// connection).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "pool_buffers")]
     pub pin_buffers: bool,
+    /// Port model: keep a pooled receive posted on every connection, taking a buffer from a pool
+    /// of this many (at most 32768) only when data arrives (0: off): no buffer per idle
+    /// connection and no system call for the receive; needs io_uring on Linux 5.19 or later, or
+    /// the epoll backend.
+    #[arg(long, default_value_t = 0)]
+    pub pool_buffers: usize,
     /// Print a line for each connection that opens or closes.
     #[arg(long, short)]
     pub verbose: bool,
@@ -93,10 +100,15 @@ pub fn run(options: &Options) -> Outcome<()> {
         Model::Event => event::serve(listener, options.verbose),
         Model::Routine => routine::serve(listener, options.verbose),
         Model::Port => {
+            let receive = match (options.pin_buffers, options.pool_buffers) {
+                (true, _) => port::Receive::Pinned,
+                (false, 0) => port::Receive::ZeroByte,
+                (false, count) => port::Receive::Pooled(count),
+            };
             let tuning = port::Tuning {
                 threads: options.threads,
                 batch_us: options.batch_us,
-                pinned: options.pin_buffers,
+                receive,
             };
             port::serve(listener, tuning, options.verbose)
         }

@@ -17,6 +17,9 @@
 //! idiom: an idle connection holds no buffer, and one is taken from a pool only when data is
 //! there (the receive that follows finds it at once). `--pin-buffers` keeps a buffered receive
 //! posted instead: one system call less per message, one buffer held per idle connection.
+//! `--pool-buffers N` has both: a pooled receive stays posted, and the port's pool of `N`
+//! buffers hands one over only when data arrives (`Socket::recv_pooled`). A connection whose
+//! receive finds the pool empty waits in a list until an echo gives a buffer back.
 
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -26,9 +29,11 @@ use std::time::Duration;
 use rustc_hash::FxHashMap;
 
 use overlapped::{
-    codes, CompletionPort, Error, Family, Kind, Overlapped, Packet, Prefix, Socket, Started,
+    codes, BufferPool, CompletionPort, Error, Family, Kind, Overlapped, Packet, Prefix, Socket,
+    Started,
 };
 
+use super::echo_buf::EchoBuf;
 use crate::failure::{Context, Failure, Outcome};
 
 /// The size of each connection's buffer.
@@ -61,7 +66,7 @@ enum Step {
     Echoed,
 }
 /// A connection's buffer: the whole of it receives, the bytes that came are echoed from it.
-type Buf = Prefix<Vec<u8>>;
+type Buf = EchoBuf;
 /// Free receive buffers kept for reuse at most.
 const POOL_MAX: usize = 1024;
 
@@ -71,9 +76,19 @@ pub struct Tuning {
     pub threads: usize,
     /// The port's batch window in microseconds (0: off).
     pub batch_us: u64,
-    /// Keep a receive buffer posted on every connection (fewer system calls per message, one
-    /// buffer pinned per idle connection) instead of waiting for data with a zero-byte receive.
-    pub pinned: bool,
+    /// How a connection waits for its next message.
+    pub receive: Receive,
+}
+
+/// How a connection waits for its next message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Receive {
+    /// A zero-byte receive, then a receive into a buffer once data is there.
+    ZeroByte,
+    /// A receive into the connection's buffer, kept posted (a buffer pinned per connection).
+    Pinned,
+    /// A pooled receive kept posted, from a pool of this many buffers.
+    Pooled(usize),
 }
 
 /// Serves connections accepted on `listener` until a fatal error.
@@ -81,7 +96,7 @@ pub fn serve(listener: Socket, tuning: Tuning, verbose: bool) -> Outcome<()> {
     let Tuning {
         threads,
         batch_us,
-        pinned,
+        receive,
     } = tuning;
     let port: CompletionPort<Buf> =
         match CompletionPort::with_batch_window(threads, Duration::from_micros(batch_us)) {
@@ -94,6 +109,18 @@ pub fn serve(listener: Socket, tuning: Tuning, verbose: bool) -> Outcome<()> {
         };
     port.associate(&listener, LISTENER_KEY)
         .context("associating the listener with the port")?;
+    let buffers = match receive {
+        Receive::Pooled(count) => Some(port.buffer_pool(count, BUF_SIZE).map_err(|e| {
+            Failure::new(match e.code() {
+                codes::WSAEOPNOTSUPP => format!(
+                    "--pool-buffers needs io_uring's provided buffer rings (Linux 5.19), \
+                     and does not combine with --batch-us: {e}"
+                ),
+                _ => format!("making the buffer pool: {e}"),
+            })
+        })?),
+        Receive::ZeroByte | Receive::Pinned => None,
+    };
     let server = Arc::new(Server {
         port,
         listener,
@@ -101,7 +128,9 @@ pub fn serve(listener: Socket, tuning: Tuning, verbose: bool) -> Outcome<()> {
         conns: RwLock::new(FxHashMap::default()),
         next_key: AtomicUsize::new(LISTENER_KEY + 1),
         pool: Mutex::new(Vec::new()),
-        pinned,
+        receive,
+        buffers,
+        starved: Mutex::new(Vec::new()),
         verbose,
     });
     for _ in 0..PENDING_ACCEPTS {
@@ -135,9 +164,14 @@ struct Server {
     conns: RwLock<FxHashMap<usize, Arc<Conn>>>,
     next_key: AtomicUsize,
     /// Receive buffers not in use: only connections with data in hand hold one.
-    pool: Mutex<Vec<Buf>>,
-    /// Post receives with their buffer instead of zero-byte receives first.
-    pinned: bool,
+    pool: Mutex<Vec<Prefix<Vec<u8>>>>,
+    /// How connections wait for their next message.
+    receive: Receive,
+    /// The port's buffer pool, with `--pool-buffers`.
+    buffers: Option<BufferPool>,
+    /// Connections whose pooled receive found no free buffer, waiting for an echo to give one
+    /// back.
+    starved: Mutex<Vec<usize>>,
     verbose: bool,
 }
 
@@ -248,10 +282,15 @@ impl Server {
         let Some(conn) = conn else {
             return; // a packet of a connection already closed
         };
-        if let Some(e) = packet.error {
-            return self.close(packet.key, Some(e));
+        let phase = conn.phase.load(Ordering::Relaxed);
+        match packet.error {
+            Some(e) if e.code() == codes::WSAENOBUFS && phase == RECEIVING => {
+                return self.starve(packet.key)
+            }
+            Some(e) => return self.close(packet.key, Some(e)),
+            None => {}
         }
-        let next = match conn.phase.load(Ordering::Relaxed) {
+        let next = match phase {
             WAITING => Step::Receive,
             RECEIVING => Step::Received(packet.bytes),
             SENDING => Step::Echoed,
@@ -262,9 +301,9 @@ impl Server {
 
     /// How the connection waits for its next message.
     fn next_receive(&self) -> Step {
-        match self.pinned {
-            true => Step::Receive,
-            false => Step::WaitForData,
+        match self.receive {
+            Receive::Pinned | Receive::Pooled(_) => Step::Receive,
+            Receive::ZeroByte => Step::WaitForData,
         }
     }
 
@@ -302,23 +341,33 @@ impl Server {
                 if let Some(buf) = bufs.pop() {
                     self.recycle(buf);
                 }
-                bufs.push(Prefix::new(Vec::new()));
+                bufs.push(EchoBuf::Owned(Prefix::new(Vec::new())));
                 conn.phase.store(WAITING, Ordering::Relaxed);
                 conn.sock.recv(&conn.ov, bufs, 0)
             }
             Step::Receive => {
                 let mut bufs = self.buffer_list(key, conn)?;
-                // The buffer the last echo went out from, whole again, or one from the pool.
-                let buf = match bufs.pop() {
-                    Some(mut buf) if buf.capacity() == BUF_SIZE => {
-                        buf.reset();
-                        buf
+                if let Some(pool) = &self.buffers {
+                    let gave_back = bufs.pop().is_some(); // the last echo's, back to the pool
+                    conn.phase.store(RECEIVING, Ordering::Relaxed);
+                    let started = conn.sock.recv_pooled(&conn.ov, bufs, pool, 0);
+                    if gave_back {
+                        self.feed_starved();
                     }
-                    _ => self.buffer(),
-                };
-                bufs.push(buf);
-                conn.phase.store(RECEIVING, Ordering::Relaxed);
-                conn.sock.recv(&conn.ov, bufs, 0)
+                    started
+                } else {
+                    // The buffer the last echo went out from, whole again, or one from the pool.
+                    let buf = match bufs.pop() {
+                        Some(EchoBuf::Owned(mut buf)) if buf.capacity() == BUF_SIZE => {
+                            buf.reset();
+                            buf
+                        }
+                        _ => self.buffer(),
+                    };
+                    bufs.push(EchoBuf::Owned(buf));
+                    conn.phase.store(RECEIVING, Ordering::Relaxed);
+                    conn.sock.recv(&conn.ov, bufs, 0)
+                }
             }
             Step::Received(0) => {
                 self.close(key, None); // S10: the peer closed gracefully.
@@ -326,8 +375,10 @@ impl Server {
             }
             Step::Received(bytes) => {
                 let mut bufs = self.buffer_list(key, conn)?;
-                if let Some(buf) = bufs.last_mut() {
-                    buf.set_len(bytes);
+                match bufs.last_mut() {
+                    Some(EchoBuf::Owned(buf)) => buf.set_len(bytes),
+                    Some(EchoBuf::Pooled(buf)) => buf.truncate(bytes), // it holds just these
+                    None => {}
                 }
                 conn.phase.store(SENDING, Ordering::Relaxed);
                 conn.sock.send(&conn.ov, bufs, 0)
@@ -340,6 +391,10 @@ impl Server {
             (Step::WaitForData, Ok(Started::Done(_))) => Some(Step::Receive),
             (Step::Receive, Ok(Started::Done(n))) => Some(Step::Received(n)),
             (_, Ok(Started::Done(_))) => Some(Step::Echoed),
+            (Step::Receive, Err(e)) if e.code() == codes::WSAENOBUFS => {
+                self.starve(key);
+                None
+            }
             (_, Err(e)) => {
                 self.close(key, Some(e));
                 None
@@ -360,14 +415,59 @@ impl Server {
         }
     }
 
+    /// Parks a connection whose pooled receive found no free buffer until an echo gives one
+    /// back — or resumes it now if one came back meanwhile. The look at the pool and the parking
+    /// are one step under the list's lock, and a buffer given back is back before its giver
+    /// looks at the list: no connection is parked after the last buffer came back.
+    fn starve(&self, key: usize) {
+        let Some(pool) = &self.buffers else { return };
+        let mut starved = self.starved.lock().unwrap_or_else(|e| e.into_inner());
+        if pool.in_use() >= pool.buffer_count() {
+            starved.push(key);
+            return;
+        }
+        drop(starved);
+        self.resume(key);
+    }
+
+    /// A buffer went back to the pool: the connection that waited longest for one tries again.
+    fn feed_starved(&self) {
+        let key = {
+            let mut starved = self.starved.lock().unwrap_or_else(|e| e.into_inner());
+            if starved.is_empty() {
+                return;
+            }
+            starved.remove(0)
+        };
+        self.resume(key);
+    }
+
+    /// Makes a connection receive again, from its own packet (never from within another
+    /// connection's step).
+    fn resume(&self, key: usize) {
+        let conn = self
+            .conns
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .cloned();
+        if let Some(conn) = conn {
+            conn.phase.store(YIELDED, Ordering::Relaxed);
+            if let Err(e) = self.port.post(0, key, None) {
+                self.close(key, Some(e));
+            }
+        }
+    }
+
     /// A receive buffer from the pool, or a new one.
-    fn buffer(&self) -> Buf {
+    fn buffer(&self) -> Prefix<Vec<u8>> {
         let pooled = self.pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
         pooled.unwrap_or_else(|| Prefix::new(vec![0; BUF_SIZE]))
     }
 
     /// Puts a receive buffer back in the pool, whole again.
-    fn recycle(&self, mut buf: Buf) {
+    fn recycle(&self, buf: Buf) {
+        let EchoBuf::Owned(mut buf) = buf else { return };
         if buf.capacity() != BUF_SIZE {
             return; // not one of the pool's (the zero-byte receive's empty buffer)
         }
@@ -388,6 +488,8 @@ impl Server {
         if conn.is_none() {
             return;
         }
+        drop(conn); // its buffers, if no packet of it is being handled
+        self.feed_starved();
         match error {
             Some(e) if !is_ordinary(&e) => eprintln!("overlapped: connection {key}: {e}"),
             Some(e) if self.verbose => println!("connection {key}: {e}"),
