@@ -338,11 +338,19 @@ impl<B> std::fmt::Debug for Overlapped<B> {
 }
 
 impl<B: Send + 'static> Target for OvCore<B> {
-    fn record(&self, completion: Completion, pooled: Option<Filled>) -> Option<AnyOverlapped> {
-        let mut st = lock(&self.state);
-        if let Some(filled) = pooled {
-            (filled.into)(&mut st.bufs, filled.buf);
+    fn record_filled(
+        &self,
+        completion: Completion,
+        filled: Option<Filled>,
+    ) -> Option<AnyOverlapped> {
+        if let Some(filled) = filled {
+            (filled.into)(&mut lock(&self.state).bufs, filled.buf);
         }
+        self.record(completion)
+    }
+
+    fn record(&self, completion: Completion) -> Option<AnyOverlapped> {
+        let mut st = lock(&self.state);
         st.phase = Phase::Done;
         st.completion = Some(completion);
         st.op = Weak::new();

@@ -273,7 +273,7 @@ impl Socket {
             Ok(made) => made,
             Err(error) => {
                 core.begin(bufs, reset_event, None, None)?;
-                drop(core.record(Completion::failed(error, 0), None));
+                drop(core.record(Completion::failed(error, 0)));
                 core.wake_waiters();
                 return Err(error);
             }

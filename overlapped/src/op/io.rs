@@ -100,8 +100,6 @@ impl OpIo {
         self.moved_before = 0;
         self.linux_flags = linux_flags;
         self.accepted = None;
-        self.picked = NOT_PICKED;
-        self.pooled = None;
         self.start_stage();
     }
 
@@ -113,6 +111,7 @@ impl OpIo {
         self.accepted = None;
         self.iov = IoVecs::new();
         self.addr = None;
+        self.picked = NOT_PICKED;
         self.pooled = None;
     }
 

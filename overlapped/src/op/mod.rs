@@ -46,10 +46,16 @@ pub(crate) enum Dir {
 
 /// Where a finished operation's result goes: the overlapped object that owns its buffers.
 pub(crate) trait Target: Send + Sync {
-    /// Records the final result, and adds the buffer a pooled receive filled to the object's
-    /// buffers; threads waiting on the object see it once woken. Gives back the handle the
-    /// object held for the port's packet while the operation was pending.
-    fn record(&self, completion: Completion, pooled: Option<Filled>) -> Option<AnyOverlapped>;
+    /// Records the final result; threads waiting on the object see it once woken. Gives back
+    /// the handle the object held for the port's packet while the operation was pending.
+    fn record(&self, completion: Completion) -> Option<AnyOverlapped>;
+    /// [`Target::record`] for a pooled receive: first adds the buffer it filled, if any, to the
+    /// object's buffers.
+    fn record_filled(
+        &self,
+        completion: Completion,
+        filled: Option<Filled>,
+    ) -> Option<AnyOverlapped>;
     /// Wakes the threads waiting on the object itself.
     fn wake_waiters(&self);
 }
@@ -236,11 +242,10 @@ impl Op {
         let Some(target) = &self.target else {
             unreachable!("only a finished record waiting to be renewed has no target")
         };
-        let pooled = match self.is_pooled {
-            true => lock(&self.io).take_filled(),
-            false => None,
+        let handle = match self.is_pooled {
+            true => target.record_filled(completion, lock(&self.io).take_filled()),
+            false => target.record(completion),
         };
-        let handle = target.record(completion, pooled);
         if notify {
             self.notify.fire(completion, handle);
         }

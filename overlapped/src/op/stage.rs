@@ -164,12 +164,8 @@ impl OpIo {
         buffer: Option<u16>,
         abort_code: u32,
     ) -> Step {
-        if let Stage::RecvPooled { pool, .. } = &self.stage {
-            let picked = std::mem::replace(&mut self.picked, NOT_PICKED);
-            let id = buffer.or(u16::try_from(picked).ok());
-            let filled = id.and_then(|id| pool.filled(id, res.max(0) as usize));
-            // A buffer with no data (the peer's end) or with an error goes back as it drops.
-            self.pooled = filled.filter(|_| res > 0);
+        if let Stage::RecvPooled { .. } = self.stage {
+            return self.absorb_pooled(sock, res, buffer, abort_code);
         }
         if res == -libc::EAGAIN {
             return Step::WouldBlock;
@@ -198,10 +194,7 @@ impl OpIo {
                 self.data_sock(sock).hint_readable();
                 Step::Finished(self.success(0, None))
             }
-            Stage::RecvPooled { .. } => {
-                self.done = n;
-                Step::Finished(self.success(0, None))
-            }
+            Stage::RecvPooled { .. } => unreachable!("taken in by `absorb_pooled`"),
             Stage::Recv { wait_all } => {
                 self.done += n;
                 if wait_all && stream && n > 0 && self.done < self.total {
@@ -279,6 +272,33 @@ impl OpIo {
             }
             Stage::Disconnect => {
                 sock.mark_shut_down_for_send();
+                Step::Finished(self.success(0, None))
+            }
+        }
+    }
+
+    /// [`OpIo::absorb`] for a pooled receive: keeps the buffer the kernel (`buffer`) or the
+    /// attempt (`picked`) filled, for the completion to hand over.
+    fn absorb_pooled(
+        &mut self,
+        sock: &Arc<SockInner>,
+        res: i32,
+        buffer: Option<u16>,
+        abort_code: u32,
+    ) -> Step {
+        let picked = std::mem::replace(&mut self.picked, NOT_PICKED);
+        let id = buffer.or(u16::try_from(picked).ok());
+        let filled = match (&self.stage, id) {
+            (Stage::RecvPooled { pool, .. }, Some(id)) => pool.filled(id, res.max(0) as usize),
+            _ => None,
+        };
+        // A buffer with no data (the peer's end) or with an error goes back as it drops.
+        self.pooled = filled.filter(|_| res > 0);
+        match res {
+            _ if res == -libc::EAGAIN => Step::WouldBlock,
+            _ if res < 0 => Step::Finished(self.failure(sock, -res, abort_code)),
+            n => {
+                self.done = n as usize;
                 Step::Finished(self.success(0, None))
             }
         }
