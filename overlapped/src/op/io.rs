@@ -12,7 +12,6 @@ use super::stage::Stage;
 use crate::addr::RawAddr;
 use crate::buf::IoVecs;
 use crate::driver::{nonblocking, Request};
-use crate::pool::PooledBuf;
 use crate::socket::SockInner;
 
 pub(super) struct OpIo {
@@ -34,10 +33,9 @@ pub(super) struct OpIo {
     pub(super) linux_flags: i32,
     /// After an accept: where the connection now lives. Boxed, like the address.
     pub(super) accepted: Option<Box<Accepted>>,
-    /// A pooled receive's buffer, as an attempt took it from the pool ([`NOT_PICKED`]: none).
+    /// A pooled receive's buffer ([`NOT_PICKED`]: none): taken from the pool by an attempt, or
+    /// the one the kernel or the attempt filled, until the completion hands it over.
     pub(super) picked: u32,
-    /// A pooled receive's buffer, filled, until the result is recorded.
-    pub(super) pooled: Option<PooledBuf>,
 }
 
 /// No pool buffer picked.
@@ -76,7 +74,6 @@ impl OpIo {
             linux_flags: 0,
             accepted: None,
             picked: NOT_PICKED,
-            pooled: None,
         };
         io.renew(stage, iov, addr, linux_flags);
         io
@@ -107,12 +104,20 @@ impl OpIo {
     /// connection — and of the vectors (pointers into buffers that have gone back to their
     /// owner). The record is renewed before it is used again.
     pub(super) fn release(&mut self) {
+        self.give_back_picked();
         self.stage = Stage::Disconnect; // a stage that holds nothing
         self.accepted = None;
         self.iov = IoVecs::new();
         self.addr = None;
-        self.picked = NOT_PICKED;
-        self.pooled = None;
+        self.give_back_picked();
+    }
+
+    /// Gives a pooled receive's buffer that was never handed over back to its pool.
+    pub(super) fn give_back_picked(&mut self) {
+        let picked = std::mem::replace(&mut self.picked, NOT_PICKED);
+        if let (Stage::RecvPooled { pool, .. }, Ok(id)) = (&self.stage, u16::try_from(picked)) {
+            pool.give_back(id);
+        }
     }
 
     /// The peer an accept reported, if the operation began with one.
@@ -256,5 +261,11 @@ impl OpIo {
         } else {
             res
         }
+    }
+}
+
+impl Drop for OpIo {
+    fn drop(&mut self) {
+        self.give_back_picked();
     }
 }

@@ -277,8 +277,9 @@ impl OpIo {
         }
     }
 
-    /// [`OpIo::absorb`] for a pooled receive: keeps the buffer the kernel (`buffer`) or the
-    /// attempt (`picked`) filled, for the completion to hand over.
+    /// [`OpIo::absorb`] for a pooled receive: keeps the id of the buffer that the kernel
+    /// (`buffer`) or the attempt (`picked`) filled, for the completion to hand over; a buffer
+    /// with no data (the peer's end) or with an error goes back to the pool.
     fn absorb_pooled(
         &mut self,
         sock: &Arc<SockInner>,
@@ -286,14 +287,12 @@ impl OpIo {
         buffer: Option<u16>,
         abort_code: u32,
     ) -> Step {
-        let picked = std::mem::replace(&mut self.picked, NOT_PICKED);
-        let id = buffer.or(u16::try_from(picked).ok());
-        let filled = match (&self.stage, id) {
-            (Stage::RecvPooled { pool, .. }, Some(id)) => pool.filled(id, res.max(0) as usize),
-            _ => None,
-        };
-        // A buffer with no data (the peer's end) or with an error goes back as it drops.
-        self.pooled = filled.filter(|_| res > 0);
+        if let Some(id) = buffer {
+            self.picked = u32::from(id);
+        }
+        if res <= 0 {
+            self.give_back_picked();
+        }
         match res {
             _ if res == -libc::EAGAIN => Step::WouldBlock,
             _ if res < 0 => Step::Finished(self.failure(sock, -res, abort_code)),
@@ -306,9 +305,11 @@ impl OpIo {
 
     /// The buffer a finished pooled receive filled, to be added to the object's buffers.
     pub(super) fn take_filled(&mut self) -> Option<Filled> {
-        match &self.stage {
-            Stage::RecvPooled { into, .. } => {
-                self.pooled.take().map(|buf| Filled { buf, into: *into })
+        let picked = std::mem::replace(&mut self.picked, NOT_PICKED);
+        match (&self.stage, u16::try_from(picked)) {
+            (Stage::RecvPooled { pool, into }, Ok(id)) => {
+                let buf = pool.filled(id, self.done)?;
+                Some(Filled { buf, into: *into })
             }
             _ => None,
         }
