@@ -88,12 +88,12 @@ def servers(bin_dir):
     if "overlapped-port" in found and "--pin-buffers" in help_text:
         found["overlapped-port-pinned"] = found["overlapped-port"] + ["--pin-buffers"]
         found["overlapped-port-pinned-epoll"] = found["overlapped-port-epoll"] + ["--pin-buffers"]
-    # Pooled receives: a receive kept posted that takes a buffer of the port's pool (4,096 of
-    # 4 KiB) only when data arrives.
+    # Zero-byte receives (the Windows servers' idiom, and the port model's default before pooled
+    # receives): no buffer per idle connection, one more system call per message.
     if "overlapped-port" in found and "--pool-buffers" in help_text:
-        found["overlapped-port-pooled"] = found["overlapped-port"] + ["--pool-buffers", "4096"]
-        found["overlapped-port-pooled-epoll"] = \
-            found["overlapped-port-epoll"] + ["--pool-buffers", "4096"]
+        found["overlapped-port-zerobyte"] = found["overlapped-port"] + ["--pool-buffers", "0"]
+        found["overlapped-port-zerobyte-epoll"] = \
+            found["overlapped-port-epoll"] + ["--pool-buffers", "0"]
     if "overlapped-port" in found and "--batch-us" in help_text:
         found["overlapped-port-batch50"] = found["overlapped-port"] + ["--batch-us", "50"]
         if "overlapped-port-pinned" in found:

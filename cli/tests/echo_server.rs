@@ -22,14 +22,15 @@ const IO_LIMIT: Duration = Duration::from_secs(30);
 const BACKENDS: [Option<&str>; 2] = [None, Some("epoll")];
 
 /// The notification models each test runs on, with the port model's ways of waiting for data
-/// (zero-byte receives, a buffer kept posted, and pooled receives from a pool far smaller than
-/// the connections, so that some wait for a buffer).
-const MODELS: [&str; 5] = [
+/// (pooled receives, from the default pool and from one far smaller than the connections, so
+/// that some wait for a buffer; a buffer kept posted; zero-byte receives).
+const MODELS: [&str; 6] = [
     "event",
     "routine",
     "port",
-    "port --pin-buffers",
     "port --pool-buffers 64",
+    "port --pin-buffers",
+    "port --pool-buffers 0",
 ];
 
 /// A running server, killed when dropped.

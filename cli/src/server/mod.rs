@@ -62,17 +62,17 @@ pub struct Options {
     /// to that much more latency; needs io_uring on Linux 6.12 or later.
     #[arg(long, default_value_t = 0)]
     pub batch_us: u64,
-    /// Port model: keep a receive buffer posted on every connection instead of waiting for data
-    /// with a zero-byte receive (one system call less per message, one buffer per idle
-    /// connection).
+    /// Port model: keep a receive buffer posted on every connection (one buffer pinned per idle
+    /// connection) instead of a pooled receive.
     #[arg(long, conflicts_with = "pool_buffers")]
     pub pin_buffers: bool,
-    /// Port model: keep a pooled receive posted on every connection, taking a buffer from a pool
-    /// of this many (at most 32768) only when data arrives (0: off): no buffer per idle
-    /// connection and no system call for the receive; needs io_uring on Linux 5.19 or later, or
-    /// the epoll backend.
-    #[arg(long, default_value_t = 0)]
-    pub pool_buffers: usize,
+    /// Port model: the pool that connections' receives take a buffer from when data arrives
+    /// (4,096 buffers of 4 KiB by default, at most 32,768); 0 waits for data with zero-byte
+    /// receives instead, as Windows servers do (one more system call per message). Needs io_uring
+    /// on Linux 5.19 or later, or the epoll backend; with --batch-us the default is 0 (a batching
+    /// port takes no pool).
+    #[arg(long)]
+    pub pool_buffers: Option<usize>,
     /// Print a line for each connection that opens or closes.
     #[arg(long, short)]
     pub verbose: bool,
@@ -100,10 +100,16 @@ pub fn run(options: &Options) -> Outcome<()> {
         Model::Event => event::serve(listener, options.verbose),
         Model::Routine => routine::serve(listener, options.verbose),
         Model::Port => {
+            let default_pool = match options.batch_us {
+                0 => port::DEFAULT_POOL_BUFFERS,
+                _ => 0,
+            };
             let receive = match (options.pin_buffers, options.pool_buffers) {
                 (true, _) => port::Receive::Pinned,
-                (false, 0) => port::Receive::ZeroByte,
-                (false, count) => port::Receive::Pooled(count),
+                (false, pool) => match pool.unwrap_or(default_pool) {
+                    0 => port::Receive::ZeroByte,
+                    count => port::Receive::Pooled(count),
+                },
             };
             let tuning = port::Tuning {
                 threads: options.threads,

@@ -13,13 +13,14 @@
 //! operation succeeds at once (S44): an echo that the kernel takes at once needs no packet, and
 //! the worker goes straight on to the next receive.
 //!
-//! A connection waits for its next message with a zero-byte receive (S9), the Windows servers'
-//! idiom: an idle connection holds no buffer, and one is taken from a pool only when data is
-//! there (the receive that follows finds it at once). `--pin-buffers` keeps a buffered receive
-//! posted instead: one system call less per message, one buffer held per idle connection.
-//! `--pool-buffers N` has both: a pooled receive stays posted, and the port's pool of `N`
-//! buffers hands one over only when data arrives (`Socket::recv_pooled`). A connection whose
-//! receive finds the pool empty waits in a list until an echo gives a buffer back.
+//! A connection waits for its next message with a pooled receive (`Socket::recv_pooled`): the
+//! receive stays posted, and the port's pool lends it a buffer only when data arrives, so an idle
+//! connection holds no buffer and a message costs no extra system call. A connection whose
+//! receive finds the pool empty waits in a list until an echo gives a buffer back. The two
+//! older ways remain: `--pool-buffers 0` waits with a zero-byte receive (S9), the Windows
+//! servers' idiom, and takes a buffer of the server's own when data is there (the receive that
+//! follows finds it at once: one more system call per message); `--pin-buffers` keeps a buffered
+//! receive posted (one buffer held per idle connection).
 
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -38,6 +39,9 @@ use crate::failure::{Context, Failure, Outcome};
 
 /// The size of each connection's buffer.
 const BUF_SIZE: usize = 4096;
+/// The buffers of the port's pool unless told otherwise: far more than the connections that have
+/// data in hand at once, and memory only for those ever used (16 MiB at most).
+pub const DEFAULT_POOL_BUFFERS: usize = 4096;
 /// The key of the listener's packets (accepted connections).
 const LISTENER_KEY: usize = 0;
 /// Accepts kept pending at all times.
