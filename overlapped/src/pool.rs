@@ -64,11 +64,30 @@ pub(crate) fn push_into<B: From<PooledBuf> + 'static>(bufs: &mut dyn Any, buf: P
     }
 }
 
+/// The memory of a pool's buffers, freed when dropped: by the pool, or by its ring once the
+/// kernel has let go of it ([`Ring::release_buffers`]).
+pub(crate) struct PoolMemory {
+    ptr: NonNull<u8>,
+    layout: Layout,
+}
+
+// SAFETY: plain heap memory that this value alone frees.
+unsafe impl Send for PoolMemory {}
+
+impl Drop for PoolMemory {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `BufferPool::new` with this layout; whoever dropped this value was
+        // the last to refer to the memory (the kernel has let go of it).
+        unsafe { alloc::dealloc(self.ptr.as_ptr(), self.layout) };
+    }
+}
+
 /// The pool's memory and where its free buffers are kept.
 pub(crate) struct PoolShared {
-    /// `count` buffers of `size` bytes, one after the other.
-    memory: NonNull<u8>,
-    layout: Layout,
+    /// `count` buffers of `size` bytes, one after the other, in `owned`.
+    base: NonNull<u8>,
+    /// The memory, until the pool's drop hands it to the ring or frees it.
+    owned: Option<PoolMemory>,
     size: usize,
     count: usize,
     /// The ring of the port the pool belongs to: its sockets' receives go there.
@@ -109,26 +128,20 @@ impl BufferPool {
         let layout =
             Layout::from_size_align(bytes, 16).map_err(|_| Error::new(codes::WSAEINVAL))?;
         // SAFETY: the layout has a non-zero size.
-        let memory = NonNull::new(unsafe { alloc::alloc_zeroed(layout) })
+        let ptr = NonNull::new(unsafe { alloc::alloc_zeroed(layout) })
             .ok_or_else(|| Error::new(codes::WSAENOBUFS))?;
+        let memory = PoolMemory { ptr, layout };
         // SAFETY: the memory holds `count` buffers of `size` bytes and stays allocated until the
-        // pool's drop, which unregisters the group first.
-        let group = match unsafe { ring.register_buffers(memory.as_ptr(), size, count as u16) } {
-            Ok(group) => group,
-            Err(e) => {
-                // SAFETY: allocated above with this layout, never registered.
-                unsafe { alloc::dealloc(memory.as_ptr(), layout) };
-                return Err(e);
-            }
-        };
+        // pool's drop hands it to the ring, which frees it once the group is unregistered.
+        let group = unsafe { ring.register_buffers(ptr.as_ptr(), size, count as u16) }?;
         let free = match group {
             Some(group) => Free::Kernel { group },
             None => Free::User(Mutex::new((0..count as u16).rev().collect())),
         };
         Ok(BufferPool {
             shared: Arc::new(PoolShared {
-                memory,
-                layout,
+                base: ptr,
+                owned: Some(memory),
                 size,
                 count,
                 ring,
@@ -189,7 +202,7 @@ impl PoolShared {
     pub(crate) fn buffer_ptr(&self, id: u16) -> *mut u8 {
         debug_assert!((id as usize) < self.count);
         // SAFETY: `id` is below `count`, so the offset stays inside the allocation.
-        unsafe { self.memory.as_ptr().add(id as usize * self.size) }
+        unsafe { self.base.as_ptr().add(id as usize * self.size) }
     }
 
     /// A free buffer's id, taken out of the pool's own list; `None` when none is free or the
@@ -235,14 +248,14 @@ impl PoolShared {
 impl Drop for PoolShared {
     fn drop(&mut self) {
         // No receive is pending (each holds the pool) and no buffer is out: the kernel is done
-        // with the memory once the group is unregistered.
-        if let Free::Kernel { group } = self.free {
-            if !self.ring.unregister_buffers(group) {
-                return; // the kernel may still write there: the memory stays allocated
-            }
+        // with the memory once the group is unregistered, which the ring sees to.
+        let Some(memory) = self.owned.take() else {
+            return;
+        };
+        match self.free {
+            Free::Kernel { group } => self.ring.release_buffers(group, memory),
+            Free::User(_) => drop(memory),
         }
-        // SAFETY: allocated in `new` with this layout; nothing refers to it any more.
-        unsafe { alloc::dealloc(self.memory.as_ptr(), self.layout) };
     }
 }
 

@@ -244,9 +244,10 @@ impl<B: Send + 'static> CompletionPort<B> {
     /// A pool of `count` buffers of `size` bytes for pooled receives
     /// ([`Socket::recv_pooled`]) on the sockets associated with this port: a receive takes a
     /// buffer only when its data arrives. `WSAEINVAL` for a count or size of 0 or more than
-    /// [`crate::MAX_POOL_BUFFERS`] buffers; `WSAEOPNOTSUPP` on a port with a batch window (its
-    /// ring takes registrations from its owner thread only) or a kernel without provided-buffer
-    /// rings (io_uring before Linux 5.19).
+    /// [`crate::MAX_POOL_BUFFERS`] buffers; `WSAEOPNOTSUPP` on a kernel without provided-buffer
+    /// rings (io_uring before Linux 5.19), and on a port with a batch window once a thread other
+    /// than the calling one has waited on it (its ring then takes registrations from that thread
+    /// only: make the pool before the workers start).
     pub fn buffer_pool(&self, count: usize, size: usize) -> Result<BufferPool> {
         BufferPool::new(self.handle.inner.ring().clone(), count, size)
     }

@@ -13,7 +13,9 @@ use std::thread;
 use std::time::Duration;
 
 use common::*;
-use overlapped::{backend_info, codes, BackendKind, CompletionPort, Overlapped, Started};
+use overlapped::{
+    backend_info, codes, BackendKind, CompletionPort, Overlapped, PooledBuf, Started,
+};
 use ports::*;
 
 const WINDOW: Duration = Duration::from_micros(50);
@@ -33,7 +35,7 @@ fn kernel_at_least(major: u32, minor: u32) -> bool {
 
 /// A batching port where the backend can make one; `None` after checking the error where it
 /// cannot (epoll; io_uring before Linux 6.12).
-fn batching_port(concurrency: usize) -> Option<Port> {
+fn batching_port<B: Send + 'static>(concurrency: usize) -> Option<CompletionPort<B>> {
     let made = CompletionPort::with_batch_window(concurrency, WINDOW);
     let supported = backend_info().unwrap().kind == BackendKind::IoUring && kernel_at_least(6, 12);
     match made {
@@ -119,7 +121,9 @@ fn batching_port_takes_operations_started_by_other_threads() {
 #[test]
 fn batching_port_owner_wakes_for_posted_packets() {
     on_every_backend!(|| {
-        let Some(port) = batching_port(1) else { return };
+        let Some(port) = batching_port::<Vec<u8>>(1) else {
+            return;
+        };
         let owner = {
             let port = port.clone();
             thread::spawn(move || port.get(None).map(|p| (p.key, p.bytes)))
@@ -277,5 +281,46 @@ fn batching_port_keeps_requests_made_before_its_owner() {
             .collect();
         keys.sort_unstable();
         assert_eq!(keys, (0..SOCKETS).collect::<Vec<_>>());
+    });
+}
+
+/// A pool made before the port's first wait serves pooled receives through the owner; after
+/// that only the owner may make one (its ring takes registrations from it alone), and pools
+/// dropped on other threads are let go of by the owner.
+#[test]
+fn batching_port_takes_pools_made_before_its_first_wait_or_by_its_owner() {
+    on_every_backend!(|| {
+        let Some(port) = batching_port::<PooledBuf>(1) else {
+            return;
+        };
+        let pool = port.buffer_pool(4, 16).unwrap();
+        let (sock, mut peer) = tcp_pair_std();
+        port.associate(&sock, 7).unwrap();
+        for round in 0..20u8 {
+            let ov: Overlapped<PooledBuf> = Overlapped::new();
+            assert_eq!(
+                sock.recv_pooled(&ov, Vec::new(), &pool, 0),
+                Ok(Started::Pending)
+            );
+            write_all(&mut peer, &[round; 5]);
+            let p = port.get(Some(TIMEOUT)).unwrap();
+            assert_eq!((p.key, p.result()), (7, Ok(5)), "round {round}");
+            let bufs = ov.take_buffers().unwrap();
+            assert_eq!(&bufs[0][..], &[round; 5], "round {round}");
+        }
+        // The worker above owns the ring now: another thread may not make a pool...
+        let port = std::sync::Arc::new(port);
+        let elsewhere = {
+            let port = port.clone();
+            thread::spawn(move || port.buffer_pool(4, 16).map(drop))
+                .join()
+                .unwrap()
+        };
+        assert_eq!(elsewhere.map_err(|e| e.code()), Err(codes::WSAEOPNOTSUPP));
+        // ... the owner may, and a pool dropped on another thread goes at the owner's next wait.
+        let second = port.buffer_pool(2, 8).unwrap();
+        thread::spawn(move || drop((pool, second))).join().unwrap();
+        port.post(1, 9, None).unwrap();
+        assert_eq!(port.get(Some(TIMEOUT)).unwrap().key, 9);
     });
 }

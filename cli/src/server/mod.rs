@@ -69,8 +69,7 @@ pub struct Options {
     /// Port model: the pool that connections' receives take a buffer from when data arrives
     /// (4,096 buffers of 4 KiB by default, at most 32,768); 0 waits for data with zero-byte
     /// receives instead, as Windows servers do (one more system call per message). Needs io_uring
-    /// on Linux 5.19 or later, or the epoll backend; with --batch-us the default is 0 (a batching
-    /// port takes no pool).
+    /// on Linux 5.19 or later, or the epoll backend.
     #[arg(long)]
     pub pool_buffers: Option<usize>,
     /// Print a line for each connection that opens or closes.
@@ -100,16 +99,11 @@ pub fn run(options: &Options) -> Outcome<()> {
         Model::Event => event::serve(listener, options.verbose),
         Model::Routine => routine::serve(listener, options.verbose),
         Model::Port => {
-            let default_pool = match options.batch_us {
-                0 => port::DEFAULT_POOL_BUFFERS,
-                _ => 0,
-            };
-            let receive = match (options.pin_buffers, options.pool_buffers) {
+            let pool = options.pool_buffers.unwrap_or(port::DEFAULT_POOL_BUFFERS);
+            let receive = match (options.pin_buffers, pool) {
                 (true, _) => port::Receive::Pinned,
-                (false, pool) => match pool.unwrap_or(default_pool) {
-                    0 => port::Receive::ZeroByte,
-                    count => port::Receive::Pooled(count),
-                },
+                (false, 0) => port::Receive::ZeroByte,
+                (false, count) => port::Receive::Pooled(count),
             };
             let tuning = port::Tuning {
                 threads: options.threads,

@@ -117,8 +117,8 @@ pub fn serve(listener: Socket, tuning: Tuning, verbose: bool) -> Outcome<()> {
         Receive::Pooled(count) => Some(port.buffer_pool(count, BUF_SIZE).map_err(|e| {
             Failure::new(match e.code() {
                 codes::WSAEOPNOTSUPP => format!(
-                    "--pool-buffers needs io_uring's provided buffer rings (Linux 5.19), \
-                     and does not combine with --batch-us: {e}"
+                    "the buffer pool needs io_uring's provided buffer rings (Linux 5.19); \
+                     --pool-buffers 0 waits with zero-byte receives instead: {e}"
                 ),
                 _ => format!("making the buffer pool: {e}"),
             })

@@ -34,7 +34,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::error::{codes, Error, Result};
-use crate::pool::PoolShared;
+use crate::pool::{PoolMemory, PoolShared};
 
 /// One kernel request. Its pointers must stay valid until its completion has been delivered.
 #[derive(Clone, Copy, Debug)]
@@ -232,8 +232,7 @@ pub(crate) trait Ring: Send + Sync {
     /// (epoll: the pool hands them out itself). `WSAEOPNOTSUPP` where the ring cannot take one.
     ///
     /// # Safety
-    /// The memory must stay valid until [`Ring::unregister_buffers`] has returned `true` for the
-    /// group, or the ring is dropped.
+    /// The memory must stay valid until it is handed to [`Ring::release_buffers`].
     unsafe fn register_buffers(
         &self,
         _memory: *mut u8,
@@ -246,10 +245,11 @@ pub(crate) trait Ring: Send + Sync {
     /// Gives buffer `id` of `group` back to the kernel to pick again.
     fn provide_buffer(&self, _group: u16, _id: u16) {}
 
-    /// Unregisters a group with no receive pending on it; `false` if the kernel refused, and may
-    /// then still write into the group's memory.
-    fn unregister_buffers(&self, _group: u16) -> bool {
-        true
+    /// Unregisters a group with no receive pending on it and frees its memory once the kernel
+    /// has let go of it: at once, or where only another thread may unregister it (a batching
+    /// ring's owner), at that thread's next reap or when the ring is dropped.
+    fn release_buffers(&self, _group: u16, memory: PoolMemory) {
+        drop(memory);
     }
 }
 

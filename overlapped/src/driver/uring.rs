@@ -27,6 +27,7 @@ use io_uring::{cqueue, opcode, types, IoUring, Probe};
 use super::{Counters, Request, Ring, COUNTERS};
 use crate::error::{codes, Error, Result};
 use crate::event::lock;
+use crate::pool::PoolMemory;
 use buf_ring::BufRings;
 use owner::{Owner, WAKE_TAG};
 
@@ -172,6 +173,12 @@ impl Uring {
     /// a thread must not enter the kernel on the ring.
     fn owned_elsewhere(&self) -> Option<&Owner> {
         self.owner.as_ref().filter(|owner| !owner.is_current())
+    }
+
+    /// Whether the calling thread may register with the ring: any thread may, except on a
+    /// batching ring, whose owner alone may once it has one.
+    fn may_register(&self) -> bool {
+        self.owner.as_ref().map_or(true, Owner::may_register)
     }
 
     /// Runs `f` on the ring's submission queue, under `sq_lock`.
@@ -360,6 +367,7 @@ impl Ring for Uring {
                 // Callers ask `may_reap` first: this is a bug of theirs, not a kernel error.
                 return Err(Error::new(codes::WSAEINVAL));
             }
+            self.buf_rings.unregister_retired(&self.ring);
         }
         // SAFETY: `cq_lock` is held, so no other completion view of this ring exists.
         let empty = unsafe { self.ring.completion_shared() }.is_empty();
@@ -429,9 +437,8 @@ impl Ring for Uring {
         size: usize,
         count: u16,
     ) -> Result<Option<u16>> {
-        if self.owner.is_some() {
-            // Only the owner thread may register with a single-issuer ring, and pools come and
-            // go on any thread.
+        if !self.may_register() {
+            // A single-issuer ring takes registrations from its owner only, once it has one.
             return Err(Error::with_errno(codes::WSAEOPNOTSUPP, libc::EOPNOTSUPP));
         }
         // SAFETY: the caller's contract.
@@ -442,8 +449,13 @@ impl Ring for Uring {
         self.buf_rings.provide(group, id);
     }
 
-    fn unregister_buffers(&self, group: u16) -> bool {
-        self.buf_rings.unregister(&self.ring, group)
+    fn release_buffers(&self, group: u16, memory: PoolMemory) {
+        if self.may_register() && self.buf_rings.unregister(&self.ring, group) {
+            drop(memory);
+        } else {
+            // For the owner's next reap to unregister, or for the ring's drop.
+            self.buf_rings.retire(group, memory);
+        }
     }
 
     fn flush(&self) -> Result<()> {

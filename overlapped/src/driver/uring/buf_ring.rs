@@ -7,7 +7,7 @@
 //! buffer's owner drops it), so the tail is kept under the lock of the ring's list of groups.
 
 use std::alloc::{self, Layout};
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use io_uring::types::BufRingEntry;
@@ -15,11 +15,16 @@ use io_uring::IoUring;
 
 use crate::error::{codes, Error, Result};
 use crate::event::lock;
+use crate::pool::PoolMemory;
 
 /// The buffer rings registered with one io_uring.
 #[derive(Default)]
 pub(super) struct BufRings {
     groups: Mutex<Vec<BufRing>>,
+    /// Groups whose pool is gone but that only the ring's owner may unregister, with the
+    /// memory of their buffers; `retired_count` says whether there are any without the lock.
+    retired: Mutex<Vec<(u16, PoolMemory)>>,
+    retired_count: AtomicUsize,
 }
 
 /// One registered group.
@@ -79,7 +84,8 @@ impl BufRings {
             // SAFETY: allocated above with this layout; the kernel refused it.
             unsafe { alloc::dealloc(ring_memory as *mut u8, layout) };
             return Err(match e.raw_os_error() {
-                Some(libc::EINVAL) | None => {
+                // EEXIST: a batching ring's owner claimed it meanwhile.
+                Some(libc::EINVAL | libc::EEXIST) | None => {
                     Error::with_errno(codes::WSAEOPNOTSUPP, libc::EOPNOTSUPP)
                 }
                 Some(errno) => Error::from_errno(errno),
@@ -127,13 +133,37 @@ impl BufRings {
         true
     }
 
-    /// Frees the entries of every group; called when the io_uring is closed.
+    /// Keeps a group that could not be unregistered now, with its memory, for
+    /// [`BufRings::unregister_retired`] or the ring's drop.
+    pub(super) fn retire(&self, group: u16, memory: PoolMemory) {
+        let mut retired = lock(&self.retired);
+        retired.push((group, memory));
+        self.retired_count.store(retired.len(), Ordering::Release);
+    }
+
+    /// Unregisters the retired groups and frees their memory; called by a thread that may
+    /// register (a batching ring's owner, in its reaps).
+    pub(super) fn unregister_retired(&self, ring: &IoUring) {
+        if self.retired_count.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let mut retired = lock(&self.retired);
+        retired.retain(|(group, _)| !self.unregister(ring, *group)); // the memory drops
+        self.retired_count.store(retired.len(), Ordering::Release);
+    }
+
+    /// Frees the entries of every group, and the retired groups' memory; called when the io_uring
+    /// is closed.
     pub(super) fn free_all(&mut self) {
         let groups = self.groups.get_mut().unwrap_or_else(|e| e.into_inner());
         for buf_ring in groups.drain(..) {
             // SAFETY: the io_uring is closed: the kernel no longer reads the entries.
             unsafe { alloc::dealloc(buf_ring.entries as *mut u8, buf_ring.layout) };
         }
+        self.retired
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 }
 

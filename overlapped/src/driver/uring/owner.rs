@@ -95,6 +95,12 @@ impl Owner {
         matches!(self.thread.load(Ordering::Acquire), 0 | GONE) || self.is_current()
     }
 
+    /// Whether the calling thread may register with the ring: no thread has claimed it yet (it
+    /// is still disabled), or the calling thread owns it.
+    pub(super) fn may_register(&self) -> bool {
+        self.thread.load(Ordering::Acquire) == 0 || self.is_current()
+    }
+
     /// `ERROR_ABANDONED_WAIT_0` if the owner has exited: the ring can take and give nothing.
     pub(super) fn check_alive(&self) -> Result<()> {
         match self.thread.load(Ordering::Acquire) {
