@@ -343,14 +343,30 @@ impl<B: Send + 'static> Target for OvCore<B> {
         completion: Completion,
         filled: Option<Filled>,
     ) -> Option<AnyOverlapped> {
+        let mut st = lock(&self.state);
         if let Some(filled) = filled {
-            (filled.into)(&mut lock(&self.state).bufs, filled.buf);
+            (filled.into)(&mut st.bufs, filled.buf);
         }
-        self.record(completion)
+        self.record_in(&mut st, completion)
     }
 
     fn record(&self, completion: Completion) -> Option<AnyOverlapped> {
-        let mut st = lock(&self.state);
+        self.record_in(&mut lock(&self.state), completion)
+    }
+
+    fn wake_waiters(&self) {
+        // The waiters counted by `record` are asleep on the condition variable, or on their way
+        // back from it to the lock, where they see the result.
+        if self.must_wake.swap(false, Ordering::Relaxed) {
+            self.finished.notify_all();
+        }
+    }
+}
+
+impl<B: Send + 'static> OvCore<B> {
+    /// [`Target::record`] under the state's lock, held by the caller.
+    #[inline]
+    fn record_in(&self, st: &mut OvState<B>, completion: Completion) -> Option<AnyOverlapped> {
         st.phase = Phase::Done;
         st.completion = Some(completion);
         st.op = Weak::new();
@@ -360,13 +376,5 @@ impl<B: Send + 'static> Target for OvCore<B> {
             self.must_wake.store(true, Ordering::Relaxed);
         }
         st.packet_handle.take()
-    }
-
-    fn wake_waiters(&self) {
-        // The waiters counted by `record` are asleep on the condition variable, or on their way
-        // back from it to the lock, where they see the result.
-        if self.must_wake.swap(false, Ordering::Relaxed) {
-            self.finished.notify_all();
-        }
     }
 }

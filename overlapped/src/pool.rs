@@ -162,9 +162,12 @@ impl BufferPool {
     }
 
     /// The buffers that receives handed over and that are not back yet (a [`PooledBuf`] alive).
-    /// Fewer than [`BufferPool::buffer_count`] means a receive tried now finds one.
+    /// Fewer than [`BufferPool::buffer_count`] means a receive tried now finds one. The count is
+    /// sequentially consistent with the program's other such operations: a thread that notes
+    /// something and then reads the count, and another that gives a buffer back and then looks
+    /// at that note, cannot both miss each other.
     pub fn in_use(&self) -> usize {
-        self.shared.out.load(Ordering::Acquire)
+        self.shared.out.load(Ordering::SeqCst)
     }
 
     pub(crate) fn shared(&self) -> &Arc<PoolShared> {
@@ -296,7 +299,7 @@ impl DerefMut for PooledBuf {
 impl Drop for PooledBuf {
     fn drop(&mut self) {
         self.shared.give_back(self.id);
-        self.shared.out.fetch_sub(1, Ordering::Release);
+        self.shared.out.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

@@ -135,6 +135,7 @@ pub fn serve(listener: Socket, tuning: Tuning, verbose: bool) -> Outcome<()> {
         receive,
         buffers,
         starved: Mutex::new(Vec::new()),
+        starved_count: AtomicUsize::new(0),
         verbose,
     });
     for _ in 0..PENDING_ACCEPTS {
@@ -174,8 +175,9 @@ struct Server {
     /// The port's buffer pool, with `--pool-buffers`.
     buffers: Option<BufferPool>,
     /// Connections whose pooled receive found no free buffer, waiting for an echo to give one
-    /// back.
+    /// back, and how many there are (looked at without the lock after every echo).
     starved: Mutex<Vec<usize>>,
+    starved_count: AtomicUsize,
     verbose: bool,
 }
 
@@ -420,28 +422,35 @@ impl Server {
     }
 
     /// Parks a connection whose pooled receive found no free buffer until an echo gives one
-    /// back — or resumes it now if one came back meanwhile. The look at the pool and the parking
-    /// are one step under the list's lock, and a buffer given back is back before its giver
-    /// looks at the list: no connection is parked after the last buffer came back.
+    /// back. Parking comes first and a look at the pool after it, while a giver gives back
+    /// first and looks at the list after (each side's store before its load, sequentially
+    /// consistent): one of the two sees the other, so no connection stays parked after the last
+    /// buffer came back.
     fn starve(&self, key: usize) {
         let Some(pool) = &self.buffers else { return };
-        let mut starved = self.starved.lock().unwrap_or_else(|e| e.into_inner());
-        if pool.in_use() >= pool.buffer_count() {
+        {
+            let mut starved = self.starved.lock().unwrap_or_else(|e| e.into_inner());
             starved.push(key);
-            return;
+            self.starved_count.store(starved.len(), Ordering::SeqCst);
         }
-        drop(starved);
-        self.resume(key);
+        if pool.in_use() < pool.buffer_count() {
+            self.feed_starved();
+        }
     }
 
     /// A buffer went back to the pool: the connection that waited longest for one tries again.
     fn feed_starved(&self) {
+        if self.starved_count.load(Ordering::SeqCst) == 0 {
+            return;
+        }
         let key = {
             let mut starved = self.starved.lock().unwrap_or_else(|e| e.into_inner());
             if starved.is_empty() {
                 return;
             }
-            starved.remove(0)
+            let key = starved.remove(0);
+            self.starved_count.store(starved.len(), Ordering::SeqCst);
+            key
         };
         self.resume(key);
     }
