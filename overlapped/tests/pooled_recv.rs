@@ -287,3 +287,44 @@ fn a_pooled_receive_hands_its_buffer_over_in_the_objects_buffer_type() {
         assert_eq!(&bufs[0].0[..], b"typed");
     });
 }
+
+#[test]
+fn cancelling_a_pooled_receive_takes_no_buffer_from_the_pool() {
+    on_every_backend!(|| {
+        let (port, pool, sock, mut peer) = pooled_pair(1, 8);
+        let ov: Overlapped<PooledBuf> = Overlapped::new();
+        assert_eq!(
+            sock.recv_pooled(&ov, Vec::new(), &pool, 0),
+            Ok(Started::Pending)
+        );
+        ov.cancel().unwrap();
+        let packet = port.get(Some(TIMEOUT)).unwrap();
+        assert_eq!(
+            packet.error.map(|e| e.code()),
+            Some(codes::WSA_OPERATION_ABORTED),
+            "S33"
+        );
+        assert!(ov.take_buffers().unwrap().is_empty());
+        assert_eq!(pool.in_use(), 0);
+        let _ = sock.recv_pooled(&ov, Vec::new(), &pool, 0).unwrap();
+        write_all(&mut peer, b"after");
+        assert_eq!(next_receive(&port), (Ok(5), vec![b"after".to_vec()]));
+    });
+}
+
+#[test]
+fn a_pool_buffer_dropped_on_another_thread_goes_back_to_the_pool() {
+    on_every_backend!(|| {
+        let (port, pool, sock, mut peer) = pooled_pair(1, 8);
+        let ov: Overlapped<PooledBuf> = Overlapped::new();
+        for round in 0..10u8 {
+            let _ = sock.recv_pooled(&ov, Vec::new(), &pool, 0).unwrap();
+            write_all(&mut peer, &[round; 3]);
+            assert_eq!(port.get(Some(TIMEOUT)).unwrap().result(), Ok(3));
+            let bufs = ov.take_buffers().unwrap();
+            assert_eq!(pool.in_use(), 1, "round {round}");
+            std::thread::spawn(move || drop(bufs)).join().unwrap();
+            assert_eq!(pool.in_use(), 0, "round {round}");
+        }
+    });
+}
