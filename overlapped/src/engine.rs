@@ -55,11 +55,16 @@ fn notify_all(finished: Finished) {
     }
 }
 
-/// Starts an operation: completes it at once if the socket is ready, else queues it or hands it
-/// to the kernel (S2). An operation that fails at once notifies nothing (S4) and its error is
-/// returned; the overlapped object holds that error and the buffers.
-pub(crate) fn start(op: Arc<Op>) -> Result<Started> {
-    let sock = op.sock.clone();
+/// Starts an operation of `sock` (the record's own socket, borrowed from the caller so that the
+/// record can move into the socket's queue under its lock): completes it at once if the socket
+/// is ready, else queues it or hands it to the kernel (S2). An operation that fails at once
+/// notifies nothing (S4) and its error is returned; the overlapped object holds that error and
+/// the buffers.
+pub(crate) fn start(op: Arc<Op>, sock: &Arc<crate::socket::SockInner>) -> Result<Started> {
+    debug_assert!(
+        Arc::ptr_eq(&op.sock, sock),
+        "an operation starts on its own socket"
+    );
     let mut queues = lock(&sock.queues);
     let refusal = if queues.closed {
         Some(Error::new(codes::WSAENOTSOCK))

@@ -279,7 +279,7 @@ impl Socket {
             }
         };
         core.begin(bufs, reset_event, Some(&op), packet_handle)?;
-        engine::start(op)
+        engine::start(op, &self.inner)
     }
 
     /// The operation `start` starts: where it notifies, on which ring, and for a port, the
