@@ -146,8 +146,9 @@ fn attempt(op: &Op) -> Step {
     if matches!(request, Request::PollOut { .. }) {
         return op.try_now();
     }
-    // A pooled receive with no free buffer goes to the ring, which tries it when data is there
-    // and only then reports the lack (as io_uring's kernel does when it tries).
+    // A pooled receive with no free buffer is not tried here, where it would fail at once and
+    // notify nothing: the ring tries it and reports the lack as its completion, as io_uring's
+    // kernel does.
     if request.lacks_buffer() {
         return Step::WouldBlock;
     }
@@ -158,6 +159,9 @@ fn attempt(op: &Op) -> Step {
         Readiness::Ready(epoch) => epoch,
     };
     let step = op.try_now();
+    if found_no_buffer(&request, &step) {
+        return Step::WouldBlock; // the pool emptied since it was looked at: as above
+    }
     let drained = match &step {
         // The same request is left waiting (not the next stage's, on another descriptor).
         Step::WouldBlock => {
@@ -173,6 +177,13 @@ fn attempt(op: &Op) -> Step {
         op.ring.drained(fd, side, epoch, proven);
     }
     step
+}
+
+/// Whether an attempt of a pooled receive found no free buffer (`WSAENOBUFS`).
+fn found_no_buffer(request: &Request, step: &Step) -> bool {
+    let no_buffer = |c: &Completion| c.error.is_some_and(|e| e.code() == codes::WSAENOBUFS);
+    matches!(request, Request::RecvPooled { .. })
+        && matches!(step, Step::Finished(c) if no_buffer(c))
 }
 
 /// Hands the operation to its ring, giving the kernel one strong reference as `user_data`.

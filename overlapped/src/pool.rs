@@ -9,9 +9,10 @@
 //!
 //! On io_uring the pool is a provided-buffer ring registered with the port's ring, and the kernel
 //! picks the buffer itself (Linux 5.19); on epoll the pool keeps its free buffers in a list and
-//! the receive takes one when the socket is readable. Either way an operation that finds no free
-//! buffer when its data arrives completes with `WSAENOBUFS` and leaves the data queued. A pool
-//! belongs to one completion port, and only sockets associated with that port receive from it.
+//! the receive takes one when the socket is readable. Either way a receive that finds no free
+//! buffer when it is tried completes with `WSAENOBUFS` (a completion, notified as any other) and
+//! leaves the data queued. A pool belongs to one completion port, and only sockets associated
+//! with that port receive from it.
 
 use std::alloc::{self, Layout};
 use std::any::Any;

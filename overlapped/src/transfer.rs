@@ -152,8 +152,9 @@ impl Socket {
     /// `WSAEOPNOTSUPP` for a datagram socket). On completion the overlapped object's buffers end
     /// with the one buffer filled, whose length is the byte count (none if the peer closed, S10,
     /// or the operation failed), converted to the object's buffer type (`PooledBuf` itself, or a
-    /// type of the program's that can hold one); `WSAENOBUFS` if no buffer was free when the
-    /// receive was tried (the data stays queued). Flags: `MSG_PEEK`, `MSG_OOB`.
+    /// type of the program's that can hold one). A receive that finds no free buffer when it is
+    /// tried completes with `WSAENOBUFS` (its completion, notified as any other; the data stays
+    /// queued). Flags: `MSG_PEEK`, `MSG_OOB`.
     ///
     /// `list` is the buffer list the filled buffer is added to, usually empty: nothing is
     /// received into the buffers it holds, and passing on the list of an earlier operation spares

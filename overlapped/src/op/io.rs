@@ -109,7 +109,6 @@ impl OpIo {
         self.accepted = None;
         self.iov = IoVecs::new();
         self.addr = None;
-        self.give_back_picked();
     }
 
     /// Gives a pooled receive's buffer that was never handed over back to its pool.
