@@ -163,7 +163,8 @@ impl BufferPool {
     }
 
     /// The buffers that receives handed over and that are not back yet (a [`PooledBuf`] alive).
-    /// Fewer than [`BufferPool::buffer_count`] means a receive tried now finds one. The count is
+    /// Fewer than [`BufferPool::buffer_count`] means that a buffer is free, or filled by a
+    /// receive whose completion is on its way (and counted when it is delivered). The count is
     /// sequentially consistent with the program's other such operations: a thread that notes
     /// something and then reads the count, and another that gives a buffer back and then looks
     /// at that note, cannot both miss each other.

@@ -291,7 +291,7 @@ impl Server {
         let phase = conn.phase.load(Ordering::Relaxed);
         match packet.error {
             Some(e) if e.code() == codes::WSAENOBUFS && phase == RECEIVING => {
-                return self.starve(packet.key)
+                return self.starve(packet.key, e)
             }
             Some(e) => return self.close(packet.key, Some(e)),
             None => {}
@@ -398,7 +398,7 @@ impl Server {
             (Step::Receive, Ok(Started::Done(n))) => Some(Step::Received(n)),
             (_, Ok(Started::Done(_))) => Some(Step::Echoed),
             (Step::Receive, Err(e)) if e.code() == codes::WSAENOBUFS => {
-                self.starve(key);
+                self.starve(key, e);
                 None
             }
             (_, Err(e)) => {
@@ -425,9 +425,11 @@ impl Server {
     /// back. Parking comes first and a look at the pool after it, while a giver gives back
     /// first and looks at the list after (each side's store before its load, sequentially
     /// consistent): one of the two sees the other, so no connection stays parked after the last
-    /// buffer came back.
-    fn starve(&self, key: usize) {
-        let Some(pool) = &self.buffers else { return };
+    /// buffer came back. Without a pool, `error` came from the kernel: the connection ends.
+    fn starve(&self, key: usize, error: Error) {
+        let Some(pool) = &self.buffers else {
+            return self.close(key, Some(error));
+        };
         {
             let mut starved = self.starved.lock().unwrap_or_else(|e| e.into_inner());
             starved.push(key);
