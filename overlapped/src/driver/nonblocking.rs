@@ -34,7 +34,7 @@ pub(crate) unsafe fn perform(request: &Request) -> i32 {
             buf,
             len,
             flags,
-        } => unsafe { libc::recv(fd, buf as *mut _, len, flags as i32 | libc::MSG_DONTWAIT) },
+        } => unsafe { recv(fd, buf, len, flags as i32 | libc::MSG_DONTWAIT) },
         // SAFETY: the caller's contract: `buf` is readable for `len` bytes.
         Request::Send {
             fd,
@@ -42,9 +42,9 @@ pub(crate) unsafe fn perform(request: &Request) -> i32 {
             len,
             flags,
         } => unsafe {
-            libc::send(
+            send(
                 fd,
-                buf as *const _,
+                buf,
                 len,
                 flags as i32 | libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
             )
@@ -84,9 +84,9 @@ unsafe fn recv_pooled(fd: libc::c_int, pool: &PoolShared, picked: *mut u32, flag
     };
     // SAFETY: buffer `id` was free, so nothing else reaches its `size` bytes.
     let res = unsafe {
-        libc::recv(
+        recv(
             fd,
-            pool.buffer_ptr(id) as *mut libc::c_void,
+            pool.buffer_ptr(id),
             pool.size(),
             flags as i32 | libc::MSG_DONTWAIT,
         )
@@ -99,6 +99,34 @@ unsafe fn recv_pooled(fd: libc::c_int, pool: &PoolShared, picked: *mut u32, flag
     // SAFETY: the caller's contract.
     unsafe { *picked = u32::from(id) };
     res.min(i32::MAX as isize) as i32
+}
+
+/// `recv(fd, buf, len, flags)` as the system call itself. The C library's `recv` and `send` are
+/// thread cancellation points, which switch asynchronous cancellation on and off around every
+/// call; the library cancels no threads, and each message is a receive and a send.
+///
+/// # Safety
+/// `buf` must be writable for `len` bytes.
+unsafe fn recv(fd: libc::c_int, buf: *mut u8, len: usize, flags: i32) -> isize {
+    let (fd, flags) = (libc::c_long::from(fd), libc::c_long::from(flags));
+    let (none, no_len) = (
+        std::ptr::null_mut::<libc::sockaddr>(),
+        std::ptr::null_mut::<u32>(),
+    );
+    // SAFETY: the caller's contract; no address is asked for. Every argument is a full word.
+    (unsafe { libc::syscall(libc::SYS_recvfrom, fd, buf, len, flags, none, no_len) }) as isize
+}
+
+/// `send(fd, buf, len, flags)` as the system call itself (see [`recv`]).
+///
+/// # Safety
+/// `buf` must be readable for `len` bytes.
+unsafe fn send(fd: libc::c_int, buf: *const u8, len: usize, flags: i32) -> isize {
+    let (fd, flags) = (libc::c_long::from(fd), libc::c_long::from(flags));
+    let none = std::ptr::null::<libc::sockaddr>();
+    // SAFETY: the caller's contract; no address is given. Every argument is a full word.
+    let no_len: libc::c_long = 0;
+    (unsafe { libc::syscall(libc::SYS_sendto, fd, buf, len, flags, none, no_len) }) as isize
 }
 
 /// The readiness of `fd` for `events` now: the event mask, or `-EAGAIN` if none is there.

@@ -81,6 +81,8 @@ pub(crate) struct Epoll {
 /// What one reap collects, in lists that keep their room from one reap to the next.
 #[derive(Default)]
 struct Scratch {
+    /// Where `epoll_wait` writes its events: set up once, then only overwritten.
+    events: Vec<libc::epoll_event>,
     attempts: Vec<Attempt>,
     results: Vec<(i32, bool)>,
     batch: Vec<(u64, i32)>,
@@ -237,15 +239,19 @@ impl Epoll {
     }
 
     /// Waits for events; adds the attempts they call for to `attempts`.
-    fn wait(&self, timeout: Option<Duration>, attempts: &mut Vec<Attempt>) -> Result<()> {
-        // SAFETY: all zeros is a valid epoll_event.
-        let mut events: [libc::epoll_event; MAX_EVENTS] = unsafe { std::mem::zeroed() };
-        // SAFETY: the kernel writes at most MAX_EVENTS entries into `events`.
+    fn wait(
+        &self,
+        timeout: Option<Duration>,
+        events: &mut Vec<libc::epoll_event>,
+        attempts: &mut Vec<Attempt>,
+    ) -> Result<()> {
+        events.resize(MAX_EVENTS, libc::epoll_event { events: 0, u64: 0 });
+        // SAFETY: the kernel writes at most `events.len()` entries into `events`.
         let ret = unsafe {
             libc::epoll_wait(
                 self.epoll.as_raw_fd(),
                 events.as_mut_ptr(),
-                MAX_EVENTS as libc::c_int,
+                events.len() as libc::c_int,
                 timeout_ms(timeout),
             )
         };
@@ -281,7 +287,7 @@ impl Epoll {
             table.take_finished(&mut s.batch);
         }
         if s.attempts.is_empty() && s.batch.is_empty() {
-            self.wait(timeout, &mut s.attempts)?;
+            self.wait(timeout, &mut s.events, &mut s.attempts)?;
         }
         for round in 1..=ATTEMPT_ROUNDS {
             s.results.clear();
