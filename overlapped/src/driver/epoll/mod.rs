@@ -246,15 +246,25 @@ impl Epoll {
         attempts: &mut Vec<Attempt>,
     ) -> Result<()> {
         events.resize(MAX_EVENTS, libc::epoll_event { events: 0, u64: 0 });
-        // SAFETY: the kernel writes at most `events.len()` entries into `events`.
+        // `epoll_pwait` with no signal mask is `epoll_wait`, called as the system call itself:
+        // the C library's wrapper is a cancellation point, which costs two calls around it, and
+        // the library cancels no threads.
+        let (epfd, capacity) = (self.epoll.as_raw_fd(), events.len() as libc::c_long);
+        let no_mask = std::ptr::null::<libc::sigset_t>();
+        let mask_size: libc::c_long = 8; // the kernel's sigset_t, in bytes (unused without a mask)
+                                         // SAFETY: the kernel writes at most `capacity` entries into `events`; every argument is
+                                         // a full word.
         let ret = unsafe {
-            libc::epoll_wait(
-                self.epoll.as_raw_fd(),
+            libc::syscall(
+                libc::SYS_epoll_pwait,
+                libc::c_long::from(epfd),
                 events.as_mut_ptr(),
-                events.len() as libc::c_int,
-                timeout_ms(timeout),
+                capacity,
+                libc::c_long::from(timeout_ms(timeout)),
+                no_mask,
+                mask_size,
             )
-        };
+        } as libc::c_int;
         let n = match syscall(ret) {
             Ok(n) => n as usize,
             Err(e) if e.raw_os_error() == Some(libc::EINTR) => 0,

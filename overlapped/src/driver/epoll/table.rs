@@ -420,9 +420,12 @@ impl Table {
 
     fn unqueue(&mut self, fd: RawFd, side: Side, user_data: u64) {
         if let Some(watched) = self.watched.get_mut(fd) {
-            watched.sides[side as usize]
-                .queue
-                .retain(|&u| u != user_data);
+            let queue = &mut watched.sides[side as usize].queue;
+            // Requests of a side finish in order, so it is nearly always the first.
+            match queue.front() == Some(&user_data) {
+                true => drop(queue.pop_front()),
+                false => queue.retain(|&u| u != user_data),
+            }
         }
     }
 }
