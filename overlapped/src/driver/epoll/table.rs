@@ -42,10 +42,60 @@ struct Pending {
 }
 
 /// One side of a descriptor.
+/// A side's requests, oldest first. The engine runs one request of a side at a time, so there is
+/// nearly always none or one: the first is kept inline (a tag, never 0), the rest only if any
+/// come, so that an idle connection's waiting receive allocates nothing here.
+#[derive(Default)]
+struct Requests {
+    /// The oldest request's tag; 0 when there is none (and then `rest` is empty too).
+    first: u64,
+    /// Boxed: this is kept for every descriptor the ring has seen, and is nearly always `None`,
+    /// so 8 bytes inline instead of a queue's 32.
+    #[allow(clippy::box_collection)]
+    rest: Option<Box<VecDeque<u64>>>,
+}
+
+impl Requests {
+    fn is_empty(&self) -> bool {
+        self.first == 0
+    }
+
+    fn len(&self) -> usize {
+        usize::from(self.first != 0) + self.rest.as_ref().map_or(0, |rest| rest.len())
+    }
+
+    fn front(&self) -> Option<u64> {
+        (self.first != 0).then_some(self.first)
+    }
+
+    fn push_back(&mut self, user_data: u64) {
+        debug_assert_ne!(user_data, 0, "tags are never 0");
+        match self.first {
+            0 => self.first = user_data,
+            _ => self
+                .rest
+                .get_or_insert_with(Box::default)
+                .push_back(user_data),
+        }
+    }
+
+    fn remove(&mut self, user_data: u64) {
+        if self.first == user_data {
+            self.first = self
+                .rest
+                .as_mut()
+                .and_then(|rest| rest.pop_front())
+                .unwrap_or(0);
+        } else if let Some(rest) = &mut self.rest {
+            rest.retain(|&u| u != user_data);
+        }
+    }
+}
+
 #[derive(Default)]
 struct SideState {
     /// Requests, oldest first; only the oldest is attempted.
-    queue: VecDeque<u64>,
+    queue: Requests,
     /// Worth an attempt: no one has found the side drained since its last event.
     ready: bool,
     /// Events taken for this side.
@@ -345,7 +395,7 @@ impl Table {
         side: &mut SideState,
         fresh: bool,
     ) -> Option<Attempt> {
-        let user_data = *side.queue.front()?;
+        let user_data = side.queue.front()?;
         let p = pending.get_mut(&user_data)?;
         if p.busy {
             return None;
@@ -420,12 +470,7 @@ impl Table {
 
     fn unqueue(&mut self, fd: RawFd, side: Side, user_data: u64) {
         if let Some(watched) = self.watched.get_mut(fd) {
-            let queue = &mut watched.sides[side as usize].queue;
-            // Requests of a side finish in order, so it is nearly always the first.
-            match queue.front() == Some(&user_data) {
-                true => drop(queue.pop_front()),
-                false => queue.retain(|&u| u != user_data),
-            }
+            watched.sides[side as usize].queue.remove(user_data);
         }
     }
 }
