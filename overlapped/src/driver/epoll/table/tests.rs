@@ -346,3 +346,22 @@ fn registrations_that_stay_are_never_disarmed() {
         })
     ));
 }
+
+#[test]
+fn a_sides_requests_keep_their_order_when_one_leaves_from_the_middle_or_the_front() {
+    let mut t = Table::default();
+    let token = registered(t.insert(1, FD, recv()));
+    for user_data in 2..=4 {
+        t.insert(user_data, FD, recv());
+    }
+    t.cancel(3); // from the middle
+    t.cancel(1); // from the front: the next oldest moves up
+    assert_eq!(
+        finished(&mut t),
+        vec![(3, -libc::ECANCELED), (1, -libc::ECANCELED)]
+    );
+    let attempts = ready(&mut t, token, IN);
+    assert_eq!(ids(&attempts), vec![2], "the oldest left");
+    t.done(&attempts[0], 5, false);
+    assert_eq!(ids(&runnable(&mut t)), vec![4], "then the one after it");
+}
