@@ -68,8 +68,9 @@ pub struct Options {
     pub pin_buffers: bool,
     /// Port model: the pool that connections' receives take a buffer from when data arrives
     /// (4,096 buffers of 4 KiB by default, at most 32,768); 0 waits for data with zero-byte
-    /// receives instead, as Windows servers do (one more system call per message). Needs io_uring
-    /// on Linux 5.19 or later, or the epoll backend.
+    /// receives instead, as Windows servers do (one more system call per message). Pools need
+    /// io_uring on Linux 5.19 or later, or the epoll backend; without this option the server
+    /// falls back to zero-byte receives where they are missing.
     #[arg(long)]
     pub pool_buffers: Option<usize>,
     /// Print a line for each connection that opens or closes.
@@ -103,7 +104,10 @@ pub fn run(options: &Options) -> Outcome<()> {
             let receive = match (options.pin_buffers, pool) {
                 (true, _) => port::Receive::Pinned,
                 (false, 0) => port::Receive::ZeroByte,
-                (false, count) => port::Receive::Pooled(count),
+                (false, count) => port::Receive::Pooled {
+                    count,
+                    or_zero_byte: options.pool_buffers.is_none(),
+                },
             };
             let tuning = port::Tuning {
                 threads: options.threads,

@@ -91,8 +91,9 @@ pub enum Receive {
     ZeroByte,
     /// A receive into the connection's buffer, kept posted (a buffer pinned per connection).
     Pinned,
-    /// A pooled receive kept posted, from a pool of this many buffers.
-    Pooled(usize),
+    /// A pooled receive kept posted, from a pool of `count` buffers; where the kernel has no
+    /// buffer pools, zero-byte receives instead if `or_zero_byte` (the default), else an error.
+    Pooled { count: usize, or_zero_byte: bool },
 }
 
 /// Serves connections accepted on `listener` until a fatal error.
@@ -100,7 +101,7 @@ pub fn serve(listener: Socket, tuning: Tuning, verbose: bool) -> Outcome<()> {
     let Tuning {
         threads,
         batch_us,
-        receive,
+        mut receive,
     } = tuning;
     let port: CompletionPort<Buf> =
         match CompletionPort::with_batch_window(threads, Duration::from_micros(batch_us)) {
@@ -114,15 +115,27 @@ pub fn serve(listener: Socket, tuning: Tuning, verbose: bool) -> Outcome<()> {
     port.associate(&listener, LISTENER_KEY)
         .context("associating the listener with the port")?;
     let buffers = match receive {
-        Receive::Pooled(count) => Some(port.buffer_pool(count, BUF_SIZE).map_err(|e| {
-            Failure::new(match e.code() {
-                codes::WSAEOPNOTSUPP => format!(
+        Receive::Pooled {
+            count,
+            or_zero_byte,
+        } => match port.buffer_pool(count, BUF_SIZE) {
+            Ok(pool) => Some(pool),
+            Err(e) if e.code() == codes::WSAEOPNOTSUPP && or_zero_byte => {
+                eprintln!(
+                    "overlapped: no buffer pools here ({e}); waiting for data with zero-byte \
+                     receives"
+                );
+                receive = Receive::ZeroByte;
+                None
+            }
+            Err(e) if e.code() == codes::WSAEOPNOTSUPP => {
+                return Err(Failure::new(format!(
                     "the buffer pool needs io_uring's provided buffer rings (Linux 5.19); \
                      --pool-buffers 0 waits with zero-byte receives instead: {e}"
-                ),
-                _ => format!("making the buffer pool: {e}"),
-            })
-        })?),
+                )))
+            }
+            Err(e) => return Err(Failure::new(format!("making the buffer pool: {e}"))),
+        },
         Receive::ZeroByte | Receive::Pinned => None,
     };
     let server = Arc::new(Server {
@@ -308,7 +321,7 @@ impl Server {
     /// How the connection waits for its next message.
     fn next_receive(&self) -> Step {
         match self.receive {
-            Receive::Pinned | Receive::Pooled(_) => Step::Receive,
+            Receive::Pinned | Receive::Pooled { .. } => Step::Receive,
             Receive::ZeroByte => Step::WaitForData,
         }
     }
