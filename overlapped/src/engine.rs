@@ -146,22 +146,22 @@ fn attempt(op: &Op) -> Step {
     if matches!(request, Request::PollOut { .. }) {
         return op.try_now();
     }
-    // A pooled receive with no free buffer is not tried here, where it would fail at once and
-    // notify nothing: the ring tries it and reports the lack as its completion, as io_uring's
-    // kernel does.
-    if request.lacks_buffer() {
-        return Step::WouldBlock;
-    }
     let (fd, side) = (request.fd(), request.side());
     let epoch = match op.ring.readiness(fd, side) {
         Readiness::NotReady => return Step::WouldBlock,
-        Readiness::Unknown => return op.try_now(),
-        Readiness::Ready(epoch) => epoch,
+        Readiness::Unknown => None,
+        Readiness::Ready(epoch) => Some(epoch),
     };
     let step = op.try_now();
+    // A pooled receive that found no free buffer does not fail here, at once and notifying
+    // nothing: the ring tries it again and reports the lack as its completion, as io_uring's
+    // kernel does. Nothing was learnt of the socket.
     if found_no_buffer(&request, &step) {
-        return Step::WouldBlock; // the pool emptied since it was looked at: as above
+        return Step::WouldBlock;
     }
+    let Some(epoch) = epoch else {
+        return step;
+    };
     let drained = match &step {
         // The same request is left waiting (not the next stage's, on another descriptor).
         Step::WouldBlock => {

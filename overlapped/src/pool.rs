@@ -219,14 +219,6 @@ impl PoolShared {
         }
     }
 
-    /// Whether the pool hands out its buffers itself and has none free now.
-    pub(crate) fn lacks_free(&self) -> bool {
-        match &self.free {
-            Free::User(free) => lock(free).is_empty(),
-            Free::Kernel { .. } => false,
-        }
-    }
-
     /// Puts buffer `id` back among the free ones.
     pub(crate) fn give_back(&self, id: u16) {
         match &self.free {

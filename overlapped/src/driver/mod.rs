@@ -120,16 +120,6 @@ impl Request {
         }
     }
 
-    /// Whether the request is a pooled receive whose pool hands out its buffers itself and has
-    /// none free now.
-    pub(crate) fn lacks_buffer(&self) -> bool {
-        match *self {
-            // SAFETY: the request's pool outlives it (the `submit` contract).
-            Request::RecvPooled { pool, .. } => unsafe { (*pool).lacks_free() },
-            _ => false,
-        }
-    }
-
     /// Whether a successful result of `result` bytes shows that the request left nothing behind
     /// to read: a stream receive that did not fill its buffer (not a peek, whose data stays).
     /// An end of stream (0) is no such proof: it stays readable, and no new event will say so.

@@ -165,7 +165,7 @@ impl OpIo {
         abort_code: u32,
     ) -> Step {
         if let Stage::RecvPooled { .. } = self.stage {
-            return self.absorb_pooled(sock, res, buffer, abort_code);
+            self.keep_filled(res, buffer);
         }
         if res == -libc::EAGAIN {
             return Step::WouldBlock;
@@ -194,7 +194,10 @@ impl OpIo {
                 self.data_sock(sock).hint_readable();
                 Step::Finished(self.success(0, None))
             }
-            Stage::RecvPooled { .. } => unreachable!("taken in by `absorb_pooled`"),
+            Stage::RecvPooled { .. } => {
+                self.done = n;
+                Step::Finished(self.success(0, None))
+            }
             Stage::Recv { wait_all } => {
                 self.done += n;
                 if wait_all && stream && n > 0 && self.done < self.total {
@@ -277,29 +280,15 @@ impl OpIo {
         }
     }
 
-    /// [`OpIo::absorb`] for a pooled receive: keeps the id of the buffer that the kernel
-    /// (`buffer`) or the attempt (`picked`) filled, for the completion to hand over; a buffer
-    /// with no data (the peer's end) or with an error goes back to the pool.
-    fn absorb_pooled(
-        &mut self,
-        sock: &Arc<SockInner>,
-        res: i32,
-        buffer: Option<u16>,
-        abort_code: u32,
-    ) -> Step {
+    /// For a pooled receive's result: keeps the id of the buffer that the kernel (`buffer`) or
+    /// the attempt (`picked`) filled, for the completion to hand over; a buffer with no data (the
+    /// peer's end) or with an error goes back to the pool.
+    fn keep_filled(&mut self, res: i32, buffer: Option<u16>) {
         if let Some(id) = buffer {
             self.picked = u32::from(id);
         }
         if res <= 0 {
             self.give_back_picked();
-        }
-        match res {
-            _ if res == -libc::EAGAIN => Step::WouldBlock,
-            _ if res < 0 => Step::Finished(self.failure(sock, -res, abort_code)),
-            n => {
-                self.done = n as usize;
-                Step::Finished(self.success(0, None))
-            }
         }
     }
 
