@@ -14,9 +14,11 @@
 //! queues, then the ring's submission lock; no notification runs under a lock.
 
 use std::collections::VecDeque;
+use std::mem::ManuallyDrop;
 use std::sync::Arc;
 
-use crate::driver::{self, Counters, Readiness, Request, COUNTERS};
+use crate::ahead::{self, Stream};
+use crate::driver::{self, Counters, Readiness, Request, COUNTERS, STREAM_TAG};
 use crate::error::{codes, Error, Result};
 use crate::event::lock;
 use crate::op::{Dir, Op, Step};
@@ -30,6 +32,8 @@ pub(crate) struct Queues {
     /// The record of the socket's last finished operation, for its next one to reuse
     /// ([`retire`]). It refers to the socket, so the socket's close takes it out.
     spare: Option<Arc<Op>>,
+    /// The receive stream of a socket that receives ahead ([`crate::ahead`]), once it has one.
+    stream: Option<Box<Stream>>,
 }
 
 #[derive(Default)]
@@ -85,6 +89,24 @@ pub(crate) fn start(op: Arc<Op>, sock: &Arc<crate::socket::SockInner>) -> Result
         dir.waiting.push_back(op);
         return Ok(Started::Pending);
     }
+    if let Some(pool) = ahead::stream_pool(&op, sock) {
+        let stream = queues.stream.get_or_insert_with(Box::default);
+        return match ahead::start(&op, sock, stream, pool) {
+            Ok(Some(completion)) => {
+                drop(queues);
+                finished_at_once(op, completion)
+            }
+            Ok(None) => {
+                queues.dirs[Dir::Read as usize].in_flight = Some(op);
+                Ok(Started::Pending)
+            }
+            Err(error) => {
+                drop(queues);
+                op.finish(Completion::failed(error, 0), false);
+                Err(error)
+            }
+        };
+    }
     // A thread that defers its submissions to the operation's ring (a port's worker, a thread
     // running its routines) is about to enter the kernel on that ring: the kernel makes the first
     // attempt then, with everything else that thread started, and saves a system call each —
@@ -100,25 +122,7 @@ pub(crate) fn start(op: Arc<Op>, sock: &Arc<crate::socket::SockInner>) -> Result
     match first {
         Step::Finished(completion) => {
             drop(queues);
-            match completion.error {
-                Some(error) => {
-                    // A truncated datagram is a warning, not a failure, on Windows: the call
-                    // reports WSAEMSGSIZE, yet the operation completed and notifies (S3, S12).
-                    let completed = error.code() == codes::WSAEMSGSIZE;
-                    op.finish(completion, completed);
-                    Err(error)
-                }
-                None => {
-                    Counters::bump(&COUNTERS.immediate);
-                    let bytes = completion.bytes;
-                    // S3: done at once still notifies, unless the socket asked its port to skip
-                    // such packets (S44).
-                    let notify = !(op.notifies_port() && op.sock.skips_port_on_success());
-                    op.finish(completion, notify);
-                    retire(op);
-                    Ok(Started::Done(bytes))
-                }
-            }
+            finished_at_once(op, completion)
         }
         Step::More | Step::WouldBlock => match submit(&op) {
             Ok(()) => {
@@ -131,6 +135,29 @@ pub(crate) fn start(op: Arc<Op>, sock: &Arc<crate::socket::SockInner>) -> Result
                 Err(error)
             }
         },
+    }
+}
+
+/// Records and notifies the result of an operation that finished when it started.
+fn finished_at_once(op: Arc<Op>, completion: Completion) -> Result<Started> {
+    match completion.error {
+        Some(error) => {
+            // A truncated datagram is a warning, not a failure, on Windows: the call reports
+            // WSAEMSGSIZE, yet the operation completed and notifies (S3, S12).
+            let completed = error.code() == codes::WSAEMSGSIZE;
+            op.finish(completion, completed);
+            Err(error)
+        }
+        None => {
+            Counters::bump(&COUNTERS.immediate);
+            let bytes = completion.bytes;
+            // S3: done at once still notifies, unless the socket asked its port to skip such
+            // packets (S44).
+            let notify = !(op.notifies_port() && op.sock.skips_port_on_success());
+            op.finish(completion, notify);
+            retire(op);
+            Ok(Started::Done(bytes))
+        }
     }
 }
 
@@ -250,6 +277,77 @@ pub(crate) unsafe fn complete(user_data: u64, result: i32, buffer: Option<u16>) 
     }
 }
 
+/// Takes one arrival of a socket's receive stream ([`crate::ahead`]): it completes the receive
+/// parked on the stream, if there is one, or the stream keeps it for the next receive. `more`
+/// is false on the stream's last arrival.
+///
+/// # Safety
+/// `user_data` must come from [`ahead::arm`]; only the stream's last arrival has `more` false.
+pub(crate) unsafe fn arrive(user_data: u64, result: i32, buffer: Option<u16>, more: bool) {
+    // SAFETY: the reference `ahead::arm` gave the kernel; earlier arrivals borrow it, the last
+    // one takes it back (below, after the lock is released).
+    let sock = ManuallyDrop::new(unsafe {
+        Arc::from_raw((user_data & !STREAM_TAG) as *const crate::socket::SockInner)
+    });
+    let mut behind = Finished::new();
+    let own = {
+        let mut queues = lock(&sock.queues);
+        let queues = &mut *queues;
+        let stream = queues.stream.get_or_insert_with(Box::default);
+        stream.ended(more);
+        let pool = sock.ahead_pool.get();
+        match pool {
+            // Closed: the parked receive was aborted; what comes now goes back to the pool.
+            Some(pool) if queues.closed => {
+                if let Some(id) = buffer {
+                    pool.give_back(id);
+                }
+                None
+            }
+            // The stream ended without being asked to (its thread exited): a parked receive
+            // keeps waiting on a new one.
+            Some(pool) if stream.parked && !more && result == -libc::ECANCELED => {
+                match ahead::arm(&sock, pool) {
+                    Ok(()) => {
+                        stream.armed = true;
+                        None
+                    }
+                    Err(error) => {
+                        stream.parked = false;
+                        let op = queues.dirs[Dir::Read as usize].in_flight.take();
+                        start_waiting(&sock, queues, Dir::Read, &mut behind);
+                        op.map(|op| (op, Completion::failed(error, 0)))
+                    }
+                }
+            }
+            _ if stream.parked => {
+                stream.parked = false;
+                let op = queues.dirs[Dir::Read as usize].in_flight.take();
+                let own = op.map(|op| {
+                    let completion = ahead::absorb(&op, result, buffer);
+                    (op, completion)
+                });
+                start_waiting(&sock, queues, Dir::Read, &mut behind);
+                own
+            }
+            _ => {
+                stream.keep(result, buffer, more);
+                None
+            }
+        }
+    };
+    if let Some((op, completion)) = own {
+        op.finish(completion, true);
+        retire(op);
+    }
+    if !behind.is_empty() {
+        notify_all(behind);
+    }
+    if !more {
+        drop(ManuallyDrop::into_inner(sock));
+    }
+}
+
 /// Keeps a finished operation's record in its socket for the socket's next operation
 /// ([`take_spare`], [`Op::renew`]): most operations are like the one before on their socket, and
 /// renewing a record spares an allocation, a free and the cloning of the references it keeps. A
@@ -282,8 +380,7 @@ fn start_waiting(
     dir: Dir,
     finished: &mut Finished,
 ) {
-    let queue = &mut queues.dirs[dir as usize];
-    while let Some(next) = queue.waiting.pop_front() {
+    while let Some(next) = queues.dirs[dir as usize].waiting.pop_front() {
         if sock.is_reset() {
             finished.push((
                 next,
@@ -291,11 +388,25 @@ fn start_waiting(
             ));
             continue;
         }
-        match attempt(&next) {
+        let step = match ahead::stream_pool(&next, sock) {
+            Some(pool) => {
+                let stream = queues.stream.get_or_insert_with(Box::default);
+                match ahead::start(&next, &next.sock, stream, pool) {
+                    Ok(Some(completion)) => Step::Finished(completion),
+                    Ok(None) => {
+                        queues.dirs[dir as usize].in_flight = Some(next);
+                        return;
+                    }
+                    Err(error) => Step::Finished(Completion::failed(error, 0)),
+                }
+            }
+            None => attempt(&next),
+        };
+        match step {
             Step::Finished(completion) => finished.push((next, completion)),
             Step::More | Step::WouldBlock => match submit(&next) {
                 Ok(()) => {
-                    queue.in_flight = Some(next);
+                    queues.dirs[dir as usize].in_flight = Some(next);
                     return;
                 }
                 Err(error) => finished.push((next, Completion::failed(error, 0))),
@@ -316,6 +427,17 @@ pub(crate) fn cancel(op: &Arc<Op>, code: u32) -> Result<()> {
         removed.finish(Completion::aborted(code), true);
         return Ok(());
     }
+    let in_flight = dir.in_flight.as_ref().is_some_and(|o| Arc::ptr_eq(o, op));
+    if in_flight && take_parked(&mut queues).is_some() {
+        // The kernel does not hold a parked receive: it ends now.
+        let mut behind = Finished::new();
+        start_waiting(&op.sock, &mut queues, op.dir, &mut behind);
+        drop(queues);
+        op.finish(Completion::aborted(code), true);
+        notify_all(behind);
+        return Ok(());
+    }
+    let dir = &mut queues.dirs[op.dir as usize];
     match &dir.in_flight {
         Some(current) if Arc::ptr_eq(current, op) => {
             op.mark_cancelled(code);
@@ -325,6 +447,13 @@ pub(crate) fn cancel(op: &Arc<Op>, code: u32) -> Result<()> {
         }
         _ => Err(Error::new(codes::ERROR_NOT_FOUND)),
     }
+}
+
+/// Takes the receive parked on the socket's stream out of its read queue, if there is one.
+fn take_parked(queues: &mut Queues) -> Option<Arc<Op>> {
+    let stream = queues.stream.as_mut().filter(|s| s.parked)?;
+    stream.parked = false;
+    queues.dirs[Dir::Read as usize].in_flight.take()
 }
 
 /// Whether a socket has operations pending.
@@ -364,6 +493,19 @@ fn abort_all(sock: &crate::socket::SockInner, closing: bool) -> bool {
         queues.closed |= closing;
         if closing {
             spare = queues.spare.take();
+        }
+        if let Some(op) = take_parked(&mut queues) {
+            let aborted = Completion::aborted(code(&op));
+            finished.push((op, aborted));
+        }
+        if let (true, Some(stream), Some(pool)) =
+            (closing, queues.stream.as_mut(), sock.ahead_pool.get())
+        {
+            stream.give_back_all(pool);
+            if stream.armed {
+                // The socket is alive while this runs, so the tag names its stream alone.
+                let _ = pool.ring().cancel(ahead::user_data(sock));
+            }
         }
         for dir in queues.dirs.iter_mut() {
             for op in dir.waiting.drain(..) {

@@ -59,6 +59,7 @@
 #![deny(missing_docs, unsafe_op_in_unsafe_fn)]
 
 mod addr;
+mod ahead;
 mod alertable;
 mod buf;
 pub mod driver;

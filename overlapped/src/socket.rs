@@ -20,6 +20,7 @@ use socket2::{Domain, Protocol, Type};
 
 use crate::engine::{self, Queues};
 use crate::error::{codes, Error, Result};
+use crate::pool::PoolShared;
 use crate::port::PortBinding;
 
 /// The address family of a socket.
@@ -71,6 +72,8 @@ pub(crate) struct SockInner {
     skip_port_on_success: AtomicBool,
     /// A zero-byte receive just found data waiting: the next receive is worth trying at once.
     readable_hint: AtomicBool,
+    /// The pool the socket receives ahead into ([`Socket::receive_ahead`]), once set.
+    pub(crate) ahead_pool: OnceLock<Arc<PoolShared>>,
 }
 
 /// A socket's descriptor. Before it closes or leaves the library, it makes the rings forget it,
@@ -210,6 +213,7 @@ impl Socket {
                 port: OnceLock::new(),
                 skip_port_on_success: AtomicBool::new(false),
                 readable_hint: AtomicBool::new(false),
+                ahead_pool: OnceLock::new(),
             }),
         }
     }

@@ -17,6 +17,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::addr::RawAddr;
+use crate::ahead;
 use crate::alertable::{self, NotStarted, RoutineTicket};
 use crate::buf::{iovecs_for_recv, iovecs_for_send, IoBuf, IoBufMut, IoVecs, MAX_BUFFERS};
 use crate::driver::{self, Ring};
@@ -300,6 +301,15 @@ impl Socket {
         } else {
             plan.linux_flags?
         };
+        match &plan.stage {
+            Stage::RecvPooled { pool, .. } => {
+                ahead::check_receive(&self.inner, Some(pool), linux_flags)?
+            }
+            Stage::Recv { .. } | Stage::ZeroByteRecv => {
+                ahead::check_receive(&self.inner, None, linux_flags)?
+            }
+            _ => {}
+        }
         let port = self.inner.port.get();
         // The routine's ring is its thread's; the others are borrowed, cloned only if new.
         let routine_ring;

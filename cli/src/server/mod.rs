@@ -73,6 +73,10 @@ pub struct Options {
     /// falls back to zero-byte receives where they are missing.
     #[arg(long)]
     pub pool_buffers: Option<usize>,
+    /// Port model with a pool: post each receive on its own, instead of letting connections
+    /// receive ahead (one receive kept in the kernel for as long as data comes, on io_uring).
+    #[arg(long, conflicts_with = "pin_buffers")]
+    pub no_receive_ahead: bool,
     /// Print a line for each connection that opens or closes.
     #[arg(long, short)]
     pub verbose: bool,
@@ -107,6 +111,7 @@ pub fn run(options: &Options) -> Outcome<()> {
                 (false, count) => port::Receive::Pooled {
                     count,
                     or_zero_byte: options.pool_buffers.is_none(),
+                    ahead: !options.no_receive_ahead,
                 },
             };
             let tuning = port::Tuning {

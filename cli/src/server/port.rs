@@ -93,7 +93,12 @@ pub enum Receive {
     Pinned,
     /// A pooled receive kept posted, from a pool of `count` buffers; where the kernel has no
     /// buffer pools, zero-byte receives instead if `or_zero_byte` (the default), else an error.
-    Pooled { count: usize, or_zero_byte: bool },
+    /// With `ahead`, connections receive ahead into the pool (`Socket::receive_ahead`).
+    Pooled {
+        count: usize,
+        or_zero_byte: bool,
+        ahead: bool,
+    },
 }
 
 /// Serves connections accepted on `listener` until a fatal error.
@@ -118,6 +123,7 @@ pub fn serve(listener: Socket, tuning: Tuning, verbose: bool) -> Outcome<()> {
         Receive::Pooled {
             count,
             or_zero_byte,
+            ..
         } => match port.buffer_pool(count, BUF_SIZE) {
             Ok(pool) => Some(pool),
             Err(e) if e.code() == codes::WSAEOPNOTSUPP && or_zero_byte => {
@@ -267,6 +273,10 @@ impl Server {
         let ready = sock
             .set_nodelay(true)
             .and_then(|()| self.port.associate(&sock, key));
+        let ready = ready.and_then(|()| match (&self.buffers, self.receive) {
+            (Some(pool), Receive::Pooled { ahead: true, .. }) => sock.receive_ahead(pool),
+            _ => Ok(()),
+        });
         if let Err(e) = ready {
             eprintln!("overlapped: setting up a connection: {e}");
             return Ok(());

@@ -6,6 +6,8 @@
 //!   `crate::engine::complete` exactly once, by whichever thread reaps the ring.
 //! - `Ring::cancel` asks for an early end of the request with that tag. Its completion still
 //!   arrives exactly once: `-ECANCELED`, or its real result if it won the race.
+//! - `Ring::submit_stream` (io_uring only) starts a receive that stays in the kernel while data
+//!   comes, each arrival passed to `crate::engine::arrive`: a socket receiving ahead into a pool.
 //! - `Ring::reap` waits (up to a timeout) for completions and delivers them; `Ring::wake`
 //!   makes a thread waiting in `reap` return early, from any thread.
 //!
@@ -147,6 +149,11 @@ pub(crate) enum Side {
     Write = 1,
 }
 
+/// The bit that marks a receive stream's `user_data` ([`Ring::submit_stream`]): a socket's
+/// address with this bit set. An operation's `user_data` is the address of its record, which
+/// is aligned, so the bit is clear there.
+pub(crate) const STREAM_TAG: u64 = 1;
+
 /// What a ring knows of whether a side of a descriptor is worth a system call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Readiness {
@@ -168,6 +175,23 @@ pub(crate) trait Ring: Send + Sync {
     /// the completion for `user_data` has been delivered. `user_data` must not be 0 (reserved
     /// for the ring's own requests) and must not name another request in flight.
     unsafe fn submit(&self, user_data: u64, request: Request) -> Result<()>;
+
+    /// Whether the ring can keep one receive of a socket going for as long as data comes, each
+    /// arrival into a buffer of a pool the kernel picks from (io_uring's multishot receive, Linux
+    /// 6.0): [`Ring::submit_stream`].
+    fn streams_receives(&self) -> bool {
+        false
+    }
+
+    /// Starts a socket's receive stream into `pool`'s buffers: each arrival goes to
+    /// [`crate::engine::arrive`] with `user_data`, which has [`STREAM_TAG`] set, until one comes
+    /// that says the stream has ended. Only on rings that [`Ring::streams_receives`].
+    ///
+    /// # Safety
+    /// `pool` and the socket must stay alive until the stream's last arrival is delivered.
+    unsafe fn submit_stream(&self, _user_data: u64, _fd: RawFd, _pool: &PoolShared) -> Result<()> {
+        Err(Error::new(codes::WSAEOPNOTSUPP))
+    }
 
     /// Asks the kernel to end the request tagged `user_data` early. The caller must keep that
     /// request's memory alive while this call runs, so that the tag cannot name a newer request.

@@ -18,24 +18,27 @@
 
 use std::cell::Cell;
 use std::io;
+use std::os::fd::RawFd;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use io_uring::squeue::{self, SubmissionQueue};
 use io_uring::{cqueue, opcode, types, IoUring, Probe};
 
-use super::{Counters, Request, Ring, COUNTERS};
+use super::{Counters, Request, Ring, COUNTERS, STREAM_TAG};
 use crate::error::{codes, Error, Result};
 use crate::event::lock;
-use crate::pool::PoolMemory;
+use crate::pool::{PoolMemory, PoolShared};
 use buf_ring::BufRings;
 use owner::{Owner, WAKE_TAG};
 
 mod buf_ring;
 mod owner;
 
-/// Submission queue entries; submitters wait for the kernel to take some when it is full.
-const SQ_ENTRIES: u32 = 128;
+/// Submission queue entries; submitters wait for the kernel to take some when it is full. A
+/// port's worker queues the requests it starts while it handles a batch of completions and
+/// submits them with its next wait, so a batch of up to this many costs no extra entry.
+const SQ_ENTRIES: u32 = 1024;
 /// Submission queue entries of a batching ring: until its owner's first wait nobody can hand
 /// requests to the kernel, so this many can be queued before then (accepts posted before the
 /// workers start, say) without waiting for the owner.
@@ -103,6 +106,8 @@ pub(crate) struct Uring {
     owner: Option<Owner>,
     /// The buffer pools' groups registered with the ring.
     buf_rings: BufRings,
+    /// Whether the kernel has multishot receives (Linux 6.0).
+    streams: bool,
 }
 
 impl Drop for Uring {
@@ -132,7 +137,13 @@ impl Uring {
 
     /// The ring's state around a set-up io_uring.
     fn around(ring: IoUring, owner: Option<Owner>) -> Uring {
+        // Multishot receives came with Linux 6.0, as did zero-copy sends: a kernel that knows the
+        // one opcode knows the other flag (flags are not probed).
+        let mut probe = Probe::new();
+        let streams = ring.submitter().register_probe(&mut probe).is_ok()
+            && probe.is_supported(opcode::SendZc::CODE);
         Uring {
+            streams,
             ring,
             sq_lock: Mutex::new(()),
             cq_lock: Mutex::new(()),
@@ -353,6 +364,18 @@ impl Ring for Uring {
         self.push(entry.user_data(user_data), true)
     }
 
+    fn streams_receives(&self) -> bool {
+        self.streams
+    }
+
+    unsafe fn submit_stream(&self, user_data: u64, fd: RawFd, pool: &PoolShared) -> Result<()> {
+        let Some(group) = pool.group().filter(|_| self.streams) else {
+            return Err(Error::new(codes::WSAEOPNOTSUPP));
+        };
+        let entry = opcode::RecvMulti::new(types::Fd(fd), group).build();
+        self.push(entry.user_data(user_data), true)
+    }
+
     fn cancel(&self, user_data: u64) -> Result<()> {
         self.push(
             opcode::AsyncCancel::new(user_data).build().user_data(0),
@@ -395,6 +418,14 @@ impl Ring for Uring {
             }
             if user_data == WAKE_TAG {
                 woken = true;
+                continue;
+            }
+            if user_data & STREAM_TAG != 0 {
+                let (buffer, more) = (cqueue::buffer_select(flags), cqueue::more(flags));
+                // SAFETY: a tagged user_data was given to `submit_stream` by the engine; the
+                // stream's last arrival is the one without `more`.
+                unsafe { crate::engine::arrive(user_data, result, buffer, more) };
+                delivered += 1;
                 continue;
             }
             // SAFETY: every non-zero user_data on this ring was given to `submit` by the engine,

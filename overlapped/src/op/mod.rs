@@ -198,6 +198,11 @@ impl Op {
         self.is_send
     }
 
+    /// Whether the operation receives into a pool's buffer.
+    pub(crate) fn is_pooled(&self) -> bool {
+        self.is_pooled
+    }
+
     /// The code the operation reports when its socket is closed under it: a receive or send is
     /// aborted by the close (S34), a pending accept is cancelled (S35).
     pub(crate) fn close_code(&self) -> u32 {
