@@ -94,6 +94,10 @@ def servers(bin_dir):
         found["overlapped-port-zerobyte"] = found["overlapped-port"] + ["--pool-buffers", "0"]
         found["overlapped-port-zerobyte-epoll"] = \
             found["overlapped-port-epoll"] + ["--pool-buffers", "0"]
+    # Pooled receives posted one at a time, as before receiving ahead (io_uring's multishot
+    # receive) became the default.
+    if "overlapped-port" in found and "--no-receive-ahead" in help_text:
+        found["overlapped-port-noahead"] = found["overlapped-port"] + ["--no-receive-ahead"]
     if "overlapped-port" in found and "--batch-us" in help_text:
         found["overlapped-port-batch50"] = found["overlapped-port"] + ["--batch-us", "50"]
         if "overlapped-port-pinned" in found:

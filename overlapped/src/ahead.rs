@@ -20,7 +20,7 @@
 //! close also ends the stream and gives the kept buffers back to the pool.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use crate::driver::STREAM_TAG;
 use crate::error::{codes, Error, Result};
@@ -82,8 +82,8 @@ pub(crate) fn check_receive(
 /// A socket's receive stream, kept with its queues.
 #[derive(Default)]
 pub(crate) struct Stream {
-    /// The kernel holds the stream's receive.
-    pub(crate) armed: bool,
+    /// The `user_data` of the stream the kernel holds ([`arm`]); 0 when it holds none.
+    pub(crate) armed: u64,
     /// The read queue's `in_flight` operation waits for the stream's next arrival.
     pub(crate) parked: bool,
     /// Results that arrived while no receive was parked, each with the buffer it filled.
@@ -104,14 +104,13 @@ pub(crate) fn start(
     op: &Op,
     sock: &Arc<SockInner>,
     stream: &mut Stream,
-    pool: &PoolShared,
+    pool: &Arc<PoolShared>,
 ) -> Result<Option<Completion>> {
     if let Some((result, buffer)) = stream.kept.pop_front() {
         return Ok(Some(absorb(op, result, buffer)));
     }
-    if !stream.armed {
-        arm(sock, pool)?;
-        stream.armed = true;
+    if stream.armed == 0 {
+        stream.armed = arm(sock, pool)?;
     }
     stream.parked = true;
     Ok(None)
@@ -127,22 +126,28 @@ pub(crate) fn absorb(op: &Op, result: i32, buffer: Option<u16>) -> Completion {
     }
 }
 
-/// The `user_data` of `sock`'s stream.
-pub(crate) fn user_data(sock: &SockInner) -> u64 {
-    sock as *const SockInner as u64 | STREAM_TAG
+/// What a stream's `user_data` points to: the socket, weakly, so that dropping the socket still
+/// closes its descriptor at once (the kernel keeps its own reference to the open socket until
+/// the close's cancel has ended the stream), and the pool, for arrivals that come after.
+pub(crate) struct StreamRef {
+    pub(crate) sock: Weak<SockInner>,
+    pub(crate) pool: Arc<PoolShared>,
 }
 
-/// Hands the kernel `sock`'s stream, with a strong reference to the socket as its `user_data`,
-/// which the stream's last arrival gives back.
-pub(crate) fn arm(sock: &Arc<SockInner>, pool: &PoolShared) -> Result<()> {
-    let user_data = Arc::into_raw(sock.clone()) as u64 | STREAM_TAG;
-    // SAFETY: the socket lives while the kernel holds the reference just made; the pool lives as
-    // long as the socket, which keeps it (`ahead_pool`).
+/// Hands the kernel `sock`'s stream, tagged with a new [`StreamRef`] that the stream's last
+/// arrival frees; returns that `user_data`.
+pub(crate) fn arm(sock: &Arc<SockInner>, pool: &Arc<PoolShared>) -> Result<u64> {
+    let target = Box::new(StreamRef {
+        sock: Arc::downgrade(sock),
+        pool: pool.clone(),
+    });
+    let user_data = Box::into_raw(target) as u64 | STREAM_TAG;
+    // SAFETY: the pool lives as long as the record, which lives until the stream's last arrival.
     match unsafe { pool.ring().submit_stream(user_data, sock.fd(), pool) } {
-        Ok(()) => Ok(()),
+        Ok(()) => Ok(user_data),
         Err(error) => {
-            // SAFETY: the ring refused the stream, so the reference was not given away.
-            drop(unsafe { Arc::from_raw((user_data & !STREAM_TAG) as *const SockInner) });
+            // SAFETY: the ring refused the stream, so the record was not given away.
+            drop(unsafe { Box::from_raw((user_data & !STREAM_TAG) as *mut StreamRef) });
             Err(error)
         }
     }
@@ -151,7 +156,9 @@ pub(crate) fn arm(sock: &Arc<SockInner>, pool: &PoolShared) -> Result<()> {
 impl Stream {
     /// Marks the stream ended when its last arrival (`more` false) comes.
     pub(crate) fn ended(&mut self, more: bool) {
-        self.armed &= more;
+        if !more {
+            self.armed = 0;
+        }
     }
 
     /// Keeps an arrival that found no receive parked.

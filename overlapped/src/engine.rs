@@ -14,10 +14,9 @@
 //! queues, then the ring's submission lock; no notification runs under a lock.
 
 use std::collections::VecDeque;
-use std::mem::ManuallyDrop;
 use std::sync::Arc;
 
-use crate::ahead::{self, Stream};
+use crate::ahead::{self, Stream, StreamRef};
 use crate::driver::{self, Counters, Readiness, Request, COUNTERS, STREAM_TAG};
 use crate::error::{codes, Error, Result};
 use crate::event::lock;
@@ -278,74 +277,91 @@ pub(crate) unsafe fn complete(user_data: u64, result: i32, buffer: Option<u16>) 
 }
 
 /// Takes one arrival of a socket's receive stream ([`crate::ahead`]): it completes the receive
-/// parked on the stream, if there is one, or the stream keeps it for the next receive. `more`
-/// is false on the stream's last arrival.
+/// parked on the stream, if there is one, or the stream keeps it for the next receive; after the
+/// socket closed, its buffer goes back to the pool. `more` is false on the stream's last arrival.
 ///
 /// # Safety
 /// `user_data` must come from [`ahead::arm`]; only the stream's last arrival has `more` false.
 pub(crate) unsafe fn arrive(user_data: u64, result: i32, buffer: Option<u16>, more: bool) {
-    // SAFETY: the reference `ahead::arm` gave the kernel; earlier arrivals borrow it, the last
-    // one takes it back (below, after the lock is released).
-    let sock = ManuallyDrop::new(unsafe {
-        Arc::from_raw((user_data & !STREAM_TAG) as *const crate::socket::SockInner)
-    });
-    let mut behind = Finished::new();
-    let own = {
-        let mut queues = lock(&sock.queues);
-        let queues = &mut *queues;
-        let stream = queues.stream.get_or_insert_with(Box::default);
-        stream.ended(more);
-        let pool = sock.ahead_pool.get();
-        match pool {
-            // Closed: the parked receive was aborted; what comes now goes back to the pool.
-            Some(pool) if queues.closed => {
-                if let Some(id) = buffer {
-                    pool.give_back(id);
-                }
-                None
+    let target = (user_data & !STREAM_TAG) as *mut StreamRef;
+    // SAFETY: the record `ahead::arm` gave the kernel lives until the last arrival, below.
+    let own = match unsafe { &*target }.sock.upgrade() {
+        Some(sock) => take_arrival(&sock, user_data, result, buffer, more),
+        None => {
+            if let Some(id) = buffer {
+                // SAFETY: as above.
+                unsafe { &*target }.pool.give_back(id);
             }
-            // The stream ended without being asked to (its thread exited): a parked receive
-            // keeps waiting on a new one.
-            Some(pool) if stream.parked && !more && result == -libc::ECANCELED => {
-                match ahead::arm(&sock, pool) {
-                    Ok(()) => {
-                        stream.armed = true;
-                        None
-                    }
-                    Err(error) => {
-                        stream.parked = false;
-                        let op = queues.dirs[Dir::Read as usize].in_flight.take();
-                        start_waiting(&sock, queues, Dir::Read, &mut behind);
-                        op.map(|op| (op, Completion::failed(error, 0)))
-                    }
-                }
-            }
-            _ if stream.parked => {
-                stream.parked = false;
-                let op = queues.dirs[Dir::Read as usize].in_flight.take();
-                let own = op.map(|op| {
-                    let completion = ahead::absorb(&op, result, buffer);
-                    (op, completion)
-                });
-                start_waiting(&sock, queues, Dir::Read, &mut behind);
-                own
-            }
-            _ => {
-                stream.keep(result, buffer, more);
-                None
-            }
+            None
         }
     };
-    if let Some((op, completion)) = own {
-        op.finish(completion, true);
-        retire(op);
+    if !more {
+        // SAFETY: the stream's last arrival: the kernel lets go of the record.
+        drop(unsafe { Box::from_raw(target) });
     }
-    if !behind.is_empty() {
+    if let Some((completed, behind)) = own {
+        if let Some((op, completion)) = completed {
+            op.finish(completion, true);
+            retire(op);
+        }
         notify_all(behind);
     }
-    if !more {
-        drop(ManuallyDrop::into_inner(sock));
+}
+
+/// What an arrival finished: the parked receive with its completion, and the operations behind
+/// it that finished as they started.
+type Arrival = (Option<(Arc<Op>, Completion)>, Finished);
+
+/// Takes an arrival of the stream `user_data` of `sock`, under the socket's lock.
+fn take_arrival(
+    sock: &Arc<crate::socket::SockInner>,
+    user_data: u64,
+    result: i32,
+    buffer: Option<u16>,
+    more: bool,
+) -> Option<Arrival> {
+    let mut queues = lock(&sock.queues);
+    let queues = &mut *queues;
+    let pool = sock.ahead_pool.get()?;
+    let stream = queues.stream.get_or_insert_with(Box::default);
+    if stream.armed == user_data {
+        stream.ended(more);
     }
+    if queues.closed {
+        // The parked receive was aborted; what comes now goes back to the pool.
+        if let Some(id) = buffer {
+            pool.give_back(id);
+        }
+        return None;
+    }
+    if !stream.parked {
+        stream.keep(result, buffer, more);
+        return None;
+    }
+    let mut behind = Finished::new();
+    if !more && result == -libc::ECANCELED {
+        // The stream ended without being asked to (the thread that armed it exited): the parked
+        // receive waits on a new one.
+        match ahead::arm(sock, pool) {
+            Ok(armed) => {
+                stream.armed = armed;
+                return None;
+            }
+            Err(error) => {
+                stream.parked = false;
+                let op = queues.dirs[Dir::Read as usize].in_flight.take();
+                start_waiting(sock, queues, Dir::Read, &mut behind);
+                return Some((op.map(|op| (op, Completion::failed(error, 0))), behind));
+            }
+        }
+    }
+    stream.parked = false;
+    let completed = queues.dirs[Dir::Read as usize].in_flight.take().map(|op| {
+        let completion = ahead::absorb(&op, result, buffer);
+        (op, completion)
+    });
+    start_waiting(sock, queues, Dir::Read, &mut behind);
+    Some((completed, behind))
 }
 
 /// Keeps a finished operation's record in its socket for the socket's next operation
@@ -502,9 +518,10 @@ fn abort_all(sock: &crate::socket::SockInner, closing: bool) -> bool {
             (closing, queues.stream.as_mut(), sock.ahead_pool.get())
         {
             stream.give_back_all(pool);
-            if stream.armed {
-                // The socket is alive while this runs, so the tag names its stream alone.
-                let _ = pool.ring().cancel(ahead::user_data(sock));
+            if stream.armed != 0 {
+                // The stream's record lives while this runs: its last arrival, which frees it,
+                // takes this socket's lock first.
+                let _ = pool.ring().cancel(stream.armed);
             }
         }
         for dir in queues.dirs.iter_mut() {

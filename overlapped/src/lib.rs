@@ -7,7 +7,9 @@
 //! ([`IoBuf`]; [`Prefix`] cuts one to the bytes a receive brought, for an echo) — until the
 //! kernel is done with them, then hands them back with the [`Completion`]. A receive may also
 //! leave the choice of buffer until its data arrives ([`Socket::recv_pooled`] from a port's
-//! [`BufferPool`]), so that a waiting receive holds none. A program learns that an operation finished in one of three ways:
+//! [`BufferPool`]), so that a waiting receive holds none, and a socket whose receives are all
+//! pooled can receive ahead into the pool ([`Socket::receive_ahead`]: one receive kept in the
+//! kernel while data comes). A program learns that an operation finished in one of three ways:
 //! - through the [`Event`] of its overlapped object: wait on one or many with
 //!   [`wait_for_events`], or on thousands kept in an [`EventSet`], whose waits cost what is
 //!   signalled; or ask the object, waiting or not ([`Overlapped::completion`]);

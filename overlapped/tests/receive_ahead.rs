@@ -7,6 +7,7 @@
 #[macro_use]
 mod common;
 
+use std::io::Read;
 use std::time::Duration;
 
 use common::*;
@@ -245,6 +246,29 @@ fn closing_aborts_the_waiting_receive_and_gives_kept_buffers_back() {
             let _ = port.get(Some(Duration::from_millis(5)));
             pool.in_use() == 0
         });
+    });
+}
+
+#[test]
+fn a_socket_receiving_ahead_closes_when_dropped_with_no_wait_on_the_port() {
+    on_every_backend!(|| {
+        let (port, pool, sock, mut peer) = ahead_pair(4, 16);
+        let ov: Overlapped<PooledBuf> = Overlapped::new();
+        let _ = sock.recv_pooled(&ov, Vec::new(), &pool, 0).unwrap();
+        write_all(&mut peer, b"ping");
+        assert_eq!(port.get(Some(TIMEOUT)).unwrap().result(), Ok(4));
+        drop(ov.take_buffers().unwrap());
+        // No receive is posted now, though on io_uring the socket's stream is still in the
+        // kernel: the close ends it, and the peer sees the end without the port being waited on.
+        drop(sock);
+        peer.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let mut rest = Vec::new();
+        peer.read_to_end(&mut rest)
+            .expect("the end of the stream before the timeout");
+        assert!(rest.is_empty());
+        // The stream's last completion still comes to the port, and frees what it held.
+        reap_without_packets(&port);
+        assert_eq!(pool.in_use(), 0);
     });
 }
 
