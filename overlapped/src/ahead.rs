@@ -18,6 +18,11 @@
 //! `in_flight` operation, but the kernel does not hold it — the stream does, and its next
 //! arrival completes it ([`crate::engine::arrive`]). A cancel ends a parked receive at once; a
 //! close also ends the stream and gives the kept buffers back to the pool.
+//!
+//! A program that stops receiving on a socket must not let it drain the pool that the other
+//! connections share: once the stream keeps [`KEEP_LIMIT`] arrivals it is ended, and the data
+//! waits in the socket again until a receive is posted, as without receiving ahead. (What the
+//! kernel takes in one go before that, up to what it reads of a burst, is kept too.)
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Weak};
@@ -35,9 +40,11 @@ impl Socket {
     /// (Linux 6.0 and later) one receive stays in the kernel for as long as data comes, which
     /// saves the kernel arming a poll and the program a submission for every message. Data that
     /// arrives while no receive is posted is then taken into the pool's buffers at once, kept in
-    /// order, and handed to the next receives as they are posted, which complete at once with it
-    /// (data beyond what the pool can hold stays in the socket). An extension of this library,
-    /// for sockets whose receives are all pooled (a server's connections).
+    /// order, and handed to the next receives as they are posted, which complete at once with it.
+    /// A socket keeps only a few such arrivals (a burst the kernel reads at once aside) before it
+    /// stops receiving ahead until its next receive, so a connection whose program stops
+    /// receiving does not drain the pool. An extension of this library, for sockets whose
+    /// receives are all pooled (a server's connections).
     ///
     /// The setting lasts as long as the socket. Other receives on it are refused with
     /// `WSAEINVAL`: unpooled ones, zero-byte ones, ones with flags, pooled ones from another
@@ -78,6 +85,11 @@ pub(crate) fn check_receive(
         (Some(_), _) => Err(Error::new(codes::WSAEINVAL)),
     }
 }
+
+/// How many arrivals a stream keeps for receives not posted yet before it is ended: enough for
+/// the data that comes while a connection sends its reply, few enough that a connection whose
+/// program stops receiving holds next to nothing of the pool that other connections need.
+pub(crate) const KEEP_LIMIT: usize = 4;
 
 /// A socket's receive stream, kept with its queues.
 #[derive(Default)]
@@ -161,14 +173,21 @@ impl Stream {
         }
     }
 
-    /// Keeps an arrival that found no receive parked.
-    pub(crate) fn keep(&mut self, result: i32, buffer: Option<u16>, more: bool) {
+    /// Keeps an arrival that found no receive parked. With [`KEEP_LIMIT`] arrivals kept, asks
+    /// `pool`'s ring to end the stream: a socket whose program does not receive stops taking
+    /// buffers from the pool, and its data waits in the socket again.
+    pub(crate) fn keep(&mut self, result: i32, buffer: Option<u16>, more: bool, pool: &PoolShared) {
         match result {
             // The pool was empty: nothing was taken, the data waits in the socket, and the next
-            // receive arms the stream again. A cancel nobody asked for (the thread that armed
-            // the stream exited) is the same.
+            // receive arms the stream again. A cancel (asked for below, or by the exit of the
+            // thread that armed the stream) is the same.
             r if !more && (r == -libc::ENOBUFS || r == -libc::ECANCELED) => {}
             _ => self.kept.push_back((result, buffer)),
+        }
+        if self.kept.len() == KEEP_LIMIT && self.armed != 0 {
+            // Arrivals the kernel has already made still come, and are kept; if the request
+            // fails, the pool's empty-pool end still bounds the stream.
+            let _ = pool.ring().stop_stream(self.armed);
         }
     }
 

@@ -335,7 +335,7 @@ fn take_arrival(
         return None;
     }
     if !stream.parked {
-        stream.keep(result, buffer, more);
+        stream.keep(result, buffer, more, pool);
         return None;
     }
     let mut behind = Finished::new();

@@ -190,6 +190,36 @@ fn a_socket_receiving_ahead_refuses_every_other_receive() {
 }
 
 #[test]
+fn a_socket_whose_program_stops_receiving_holds_few_pool_buffers() {
+    on_every_backend!(|| {
+        let (port, pool, sock, mut peer) = ahead_pair(8, 8);
+        let ov: Overlapped<PooledBuf> = Overlapped::new();
+        let _ = sock.recv_pooled(&ov, Vec::new(), &pool, 0).unwrap();
+        write_all(&mut peer, b"start");
+        assert_eq!(port.get(Some(TIMEOUT)).unwrap().result(), Ok(5));
+        drop(ov.take_buffers().unwrap());
+        // Ten arrivals, more than the pool holds, while the program posts no receive.
+        let flood: Vec<u8> = (0..80).map(pattern).collect();
+        for piece in flood.chunks(8) {
+            write_all(&mut peer, piece);
+            reap_without_packets(&port);
+        }
+        // The socket stopped taking buffers after a few: another connection still gets one.
+        let (other, mut other_peer) = tcp_pair_std();
+        port.associate(&other, 2).unwrap();
+        other.receive_ahead(&pool).unwrap();
+        let other_ov: Overlapped<PooledBuf> = Overlapped::new();
+        let _ = other.recv_pooled(&other_ov, Vec::new(), &pool, 0).unwrap();
+        write_all(&mut other_peer, b"hello");
+        let packet = port.get(Some(TIMEOUT)).unwrap();
+        assert_eq!((packet.key, packet.result()), (2, Ok(5)), "not WSAENOBUFS");
+        drop(other_ov.take_buffers().unwrap());
+        // The data the socket left in the kernel comes, after what it kept, in order.
+        assert_eq!(receive_bytes(&port, &pool, &sock, flood.len()), flood);
+    });
+}
+
+#[test]
 fn cancelling_a_waiting_receive_aborts_it_and_loses_no_data() {
     on_every_backend!(|| {
         let (port, pool, sock, mut peer) = ahead_pair(4, 16);

@@ -193,6 +193,14 @@ pub(crate) trait Ring: Send + Sync {
         Err(Error::new(codes::WSAEOPNOTSUPP))
     }
 
+    /// Asks the kernel to end the receive stream tagged `user_data`, with the calling thread's
+    /// next entry into the kernel if it defers its submissions to this ring (a port's worker,
+    /// which enters it for its next wait), else at once. Its end still comes as its last
+    /// arrival.
+    fn stop_stream(&self, user_data: u64) -> Result<()> {
+        self.cancel(user_data)
+    }
+
     /// Asks the kernel to end the request tagged `user_data` early. The caller must keep that
     /// request's memory alive while this call runs, so that the tag cannot name a newer request.
     fn cancel(&self, user_data: u64) -> Result<()>;

@@ -376,6 +376,13 @@ impl Ring for Uring {
         self.push(entry.user_data(user_data), true)
     }
 
+    fn stop_stream(&self, user_data: u64) -> Result<()> {
+        self.push(
+            opcode::AsyncCancel::new(user_data).build().user_data(0),
+            true,
+        )
+    }
+
     fn cancel(&self, user_data: u64) -> Result<()> {
         self.push(
             opcode::AsyncCancel::new(user_data).build().user_data(0),
