@@ -149,9 +149,9 @@ pub(crate) enum Side {
     Write = 1,
 }
 
-/// The bit that marks a receive stream's `user_data` ([`Ring::submit_stream`]): a socket's
-/// address with this bit set. An operation's `user_data` is the address of its record, which
-/// is aligned, so the bit is clear there.
+/// The bit that marks a receive stream's `user_data` ([`Ring::submit_stream`]): the address of
+/// the stream's record with this bit set. An operation's `user_data` is the address of its
+/// record; both are aligned, so the bit is otherwise clear.
 pub(crate) const STREAM_TAG: u64 = 1;
 
 /// What a ring knows of whether a side of a descriptor is worth a system call.
@@ -188,7 +188,8 @@ pub(crate) trait Ring: Send + Sync {
     /// that says the stream has ended. Only on rings that [`Ring::streams_receives`].
     ///
     /// # Safety
-    /// `pool` and the socket must stay alive until the stream's last arrival is delivered.
+    /// `pool`, and whatever `user_data` names, must stay alive until the stream's last arrival
+    /// is delivered; `fd` must be open when this is called (the kernel then holds the socket).
     unsafe fn submit_stream(&self, _user_data: u64, _fd: RawFd, _pool: &PoolShared) -> Result<()> {
         Err(Error::new(codes::WSAEOPNOTSUPP))
     }
