@@ -10,20 +10,10 @@ use std::io::Read;
 
 use common::*;
 use overlapped::{
-    codes, BufferPool, CompletionPort, Overlapped, PooledBuf, Socket, Started, MAX_POOL_BUFFERS,
+    codes, BufferPool, CompletionPort, Overlapped, PooledBuf, Started, MAX_POOL_BUFFERS,
 };
 
 type Port = CompletionPort<PooledBuf>;
-
-/// A port with a pool of `count` buffers of `size` bytes, and a connected socket on it (key 1)
-/// with its peer.
-fn pooled_pair(count: usize, size: usize) -> (Port, BufferPool, Socket, std::net::TcpStream) {
-    let port = Port::new(1).unwrap();
-    let pool = port.buffer_pool(count, size).unwrap();
-    let (sock, peer) = tcp_pair_std();
-    port.associate(&sock, 1).unwrap();
-    (port, pool, sock, peer)
-}
 
 /// The packet of the one operation in flight on `port`, with the bytes its buffers hold.
 fn next_receive(port: &Port) -> (Result<usize, overlapped::Error>, Vec<Vec<u8>>) {

@@ -20,10 +20,7 @@ type Port = CompletionPort<PooledBuf>;
 /// A port with a pool of `count` buffers of `size` bytes, and a connected socket on it (key 1)
 /// that receives ahead into the pool, with its peer.
 fn ahead_pair(count: usize, size: usize) -> (Port, BufferPool, Socket, std::net::TcpStream) {
-    let port = Port::new(1).unwrap();
-    let pool = port.buffer_pool(count, size).unwrap();
-    let (sock, peer) = tcp_pair_std();
-    port.associate(&sock, 1).unwrap();
+    let (port, pool, sock, peer) = pooled_pair(count, size);
     sock.receive_ahead(&pool).unwrap();
     (port, pool, sock, peer)
 }

@@ -23,7 +23,10 @@ use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use overlapped::{Completion, Event, IoBuf, IoBufMut, Overlapped, Socket, Started};
+use overlapped::{
+    BufferPool, Completion, CompletionPort, Event, IoBuf, IoBufMut, Overlapped, PooledBuf, Socket,
+    Started,
+};
 
 /// The variable that forces a backend; read once per process by the library.
 pub const BACKEND_VAR: &str = "OVERLAPPED_BACKEND";
@@ -395,4 +398,17 @@ unsafe impl IoBufMut for Counted {
     fn as_mut_ptr(&mut self) -> *mut u8 {
         self.data.as_deref_mut().unwrap().as_mut_ptr()
     }
+}
+
+/// A port for pooled receives, with a pool of `count` buffers of `size` bytes, and a connected
+/// socket on it (key 1) with its peer.
+pub fn pooled_pair(
+    count: usize,
+    size: usize,
+) -> (CompletionPort<PooledBuf>, BufferPool, Socket, TcpStream) {
+    let port = CompletionPort::new(1).unwrap();
+    let pool = port.buffer_pool(count, size).unwrap();
+    let (sock, peer) = tcp_pair_std();
+    port.associate(&sock, 1).unwrap();
+    (port, pool, sock, peer)
 }
