@@ -109,15 +109,17 @@ pub(crate) fn stream_pool<'a>(op: &Op, sock: &'a SockInner) -> Option<&'a Arc<Po
     (op.is_pooled() && op.ring.streams_receives()).then_some(pool)
 }
 
-/// Starts `op`, at the head of its socket's read queue, through the stream: `Some` with the
-/// completion of the first kept arrival, or `None` when it is parked (the caller makes it the
-/// queue's `in_flight`), after arming the stream if the kernel does not hold it.
+/// Starts `op`, at the head of its socket's read queue, through the socket's stream (made on
+/// first use): `Some` with the completion of the first kept arrival, or `None` when it is parked
+/// (the caller makes it the queue's `in_flight`), after arming the stream if the kernel does not
+/// hold it.
 pub(crate) fn start(
     op: &Op,
     sock: &Arc<SockInner>,
-    stream: &mut Stream,
+    stream: &mut Option<Box<Stream>>,
     pool: &Arc<PoolShared>,
 ) -> Result<Option<Completion>> {
+    let stream = stream.get_or_insert_with(Box::default);
     if let Some((result, buffer)) = stream.kept.pop_front() {
         return Ok(Some(absorb(op, result, buffer)));
     }

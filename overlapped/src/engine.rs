@@ -89,8 +89,7 @@ pub(crate) fn start(op: Arc<Op>, sock: &Arc<crate::socket::SockInner>) -> Result
         return Ok(Started::Pending);
     }
     if let Some(pool) = ahead::stream_pool(&op, sock) {
-        let stream = queues.stream.get_or_insert_with(Box::default);
-        return match ahead::start(&op, sock, stream, pool) {
+        return match ahead::start(&op, sock, &mut queues.stream, pool) {
             Ok(Some(completion)) => {
                 drop(queues);
                 finished_at_once(op, completion)
@@ -405,17 +404,14 @@ fn start_waiting(
             continue;
         }
         let step = match ahead::stream_pool(&next, sock) {
-            Some(pool) => {
-                let stream = queues.stream.get_or_insert_with(Box::default);
-                match ahead::start(&next, &next.sock, stream, pool) {
-                    Ok(Some(completion)) => Step::Finished(completion),
-                    Ok(None) => {
-                        queues.dirs[dir as usize].in_flight = Some(next);
-                        return;
-                    }
-                    Err(error) => Step::Finished(Completion::failed(error, 0)),
+            Some(pool) => match ahead::start(&next, &next.sock, &mut queues.stream, pool) {
+                Ok(Some(completion)) => Step::Finished(completion),
+                Ok(None) => {
+                    queues.dirs[dir as usize].in_flight = Some(next);
+                    return;
                 }
-            }
+                Err(error) => Step::Finished(Completion::failed(error, 0)),
+            },
             None => attempt(&next),
         };
         match step {

@@ -236,6 +236,13 @@ impl Uring {
         Ok(())
     }
 
+    /// Asks the kernel to end the request tagged `user_data` (the cancel's own completion has no
+    /// tag); deferred as [`Uring::push`] defers, if `may_defer`.
+    fn push_cancel(&self, user_data: u64, may_defer: bool) -> Result<()> {
+        let entry = opcode::AsyncCancel::new(user_data).build().user_data(0);
+        self.push(entry, may_defer)
+    }
+
     /// Queues an entry on a batching ring that another thread owns (or nobody yet), and wakes the
     /// owner, whose next entry into the kernel submits it. With the queue full, waits until the
     /// owner has taken some: for as long as the owner does not come back to the ring. Fails
@@ -377,17 +384,11 @@ impl Ring for Uring {
     }
 
     fn stop_stream(&self, user_data: u64) -> Result<()> {
-        self.push(
-            opcode::AsyncCancel::new(user_data).build().user_data(0),
-            true,
-        )
+        self.push_cancel(user_data, true)
     }
 
     fn cancel(&self, user_data: u64) -> Result<()> {
-        self.push(
-            opcode::AsyncCancel::new(user_data).build().user_data(0),
-            false,
-        )
+        self.push_cancel(user_data, false)
     }
 
     fn reap(&self, timeout: Option<Duration>) -> Result<usize> {
