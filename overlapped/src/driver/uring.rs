@@ -19,7 +19,7 @@
 use std::cell::Cell;
 use std::io;
 use std::os::fd::RawFd;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use io_uring::squeue::{self, SubmissionQueue};
@@ -138,10 +138,13 @@ impl Uring {
     /// The ring's state around a set-up io_uring.
     fn around(ring: IoUring, owner: Option<Owner>) -> Uring {
         // Multishot receives came with Linux 6.0, as did zero-copy sends: a kernel that knows the
-        // one opcode knows the other flag (flags are not probed).
-        let mut probe = Probe::new();
-        let streams = ring.submitter().register_probe(&mut probe).is_ok()
-            && probe.is_supported(opcode::SendZc::CODE);
+        // one opcode knows the other flag (flags are not probed). Asked once per process.
+        static STREAMS: OnceLock<bool> = OnceLock::new();
+        let streams = *STREAMS.get_or_init(|| {
+            let mut probe = Probe::new();
+            ring.submitter().register_probe(&mut probe).is_ok()
+                && probe.is_supported(opcode::SendZc::CODE)
+        });
         Uring {
             streams,
             ring,
