@@ -357,7 +357,9 @@ impl<B: Send + 'static> Target for OvCore<B> {
     fn wake_waiters(&self) {
         // The waiters counted by `record` are asleep on the condition variable, or on their way
         // back from it to the lock, where they see the result.
-        if self.must_wake.swap(false, Ordering::Relaxed) {
+        // Looked at first: the swap is an atomic write, which most operations, with nobody
+        // waiting, need not pay.
+        if self.must_wake.load(Ordering::Relaxed) && self.must_wake.swap(false, Ordering::Relaxed) {
             self.finished.notify_all();
         }
     }
