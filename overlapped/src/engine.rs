@@ -17,7 +17,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use crate::ahead::{self, Stream, StreamRef};
-use crate::driver::{self, Counters, Readiness, Request, COUNTERS, STREAM_TAG};
+use crate::driver::{self, Counter, Readiness, Request, STREAM_TAG};
 use crate::error::{codes, Error, Result};
 use crate::event::lock;
 use crate::op::{Dir, Op, Step};
@@ -147,7 +147,7 @@ fn finished_at_once(op: Arc<Op>, completion: Completion) -> Result<Started> {
             Err(error)
         }
         None => {
-            Counters::bump(&COUNTERS.immediate);
+            driver::count(Counter::Immediate);
             let bytes = completion.bytes;
             // S3: done at once still notifies, unless the socket asked its port to skip such
             // packets (S44).

@@ -25,13 +25,16 @@
 //! refuse `io_uring_setup`). `OVERLAPPED_BACKEND=uring|epoll` forces one; [`backend_info`] tells
 //! which and why.
 
+mod counters;
 mod epoll;
 pub(crate) mod nonblocking;
 mod uring;
 
+pub use counters::stats;
+pub(crate) use counters::{add as count_many, bump as count, Counter};
+
 use std::cell::RefCell;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -375,41 +378,6 @@ pub struct Stats {
     pub kernel_entries: u64,
     /// Operations that completed at once, without a kernel request.
     pub immediate: u64,
-}
-
-/// The counters behind [`Stats`], shared by the backends and the engine.
-pub(crate) struct Counters {
-    pub(crate) submissions: AtomicU64,
-    pub(crate) completions: AtomicU64,
-    pub(crate) kernel_entries: AtomicU64,
-    pub(crate) immediate: AtomicU64,
-}
-
-impl Counters {
-    pub(crate) fn bump(counter: &AtomicU64) {
-        Counters::add(counter, 1);
-    }
-
-    pub(crate) fn add(counter: &AtomicU64, n: usize) {
-        counter.fetch_add(n as u64, Ordering::Relaxed);
-    }
-}
-
-pub(crate) static COUNTERS: Counters = Counters {
-    submissions: AtomicU64::new(0),
-    completions: AtomicU64::new(0),
-    kernel_entries: AtomicU64::new(0),
-    immediate: AtomicU64::new(0),
-};
-
-/// The engine's counters now.
-pub fn stats() -> Stats {
-    Stats {
-        submissions: COUNTERS.submissions.load(Ordering::Relaxed),
-        completions: COUNTERS.completions.load(Ordering::Relaxed),
-        kernel_entries: COUNTERS.kernel_entries.load(Ordering::Relaxed),
-        immediate: COUNTERS.immediate.load(Ordering::Relaxed),
-    }
 }
 
 /// The environment variable that forces a backend: `uring` or `epoll`.

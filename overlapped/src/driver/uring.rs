@@ -25,7 +25,7 @@ use std::time::Duration;
 use io_uring::squeue::{self, SubmissionQueue};
 use io_uring::{cqueue, opcode, types, IoUring, Probe};
 
-use super::{Counters, Request, Ring, COUNTERS, STREAM_TAG};
+use super::{Counter, Request, Ring, STREAM_TAG};
 use crate::error::{codes, Error, Result};
 use crate::event::lock;
 use crate::pool::{PoolMemory, PoolShared};
@@ -226,7 +226,7 @@ impl Uring {
                 self.enter(0, None)?;
                 sq.sync();
             }
-            Counters::bump(&COUNTERS.submissions);
+            super::count(Counter::Submissions);
             Ok(())
         })?;
         if may_defer && super::defers_to(self as *const Uring as *const ()) {
@@ -257,7 +257,7 @@ impl Uring {
             let pushed = self.with_submission_queue(|sq| unsafe { sq.push(&entry) }.is_ok());
             owner.wake();
             if pushed {
-                Counters::bump(&COUNTERS.submissions);
+                super::count(Counter::Submissions);
                 return Ok(());
             }
             std::thread::sleep(Duration::from_micros(100));
@@ -287,7 +287,7 @@ impl Uring {
     /// the window has passed since the wait began, and after that returns with the first.
     fn enter(&self, want: usize, timeout: Option<Duration>) -> Result<()> {
         debug_assert!(self.owned_elsewhere().is_none(), "only the owner enters");
-        Counters::bump(&COUNTERS.kernel_entries);
+        super::count(Counter::KernelEntries);
         let submitter = self.ring.submitter();
         let batch_us = match (want, &self.owner) {
             (1.., Some(owner)) => owner.window_us,
@@ -420,7 +420,7 @@ impl Ring for Uring {
         }
         // Deliver without the lock, so that another thread can reap meanwhile.
         drop(slot);
-        Counters::add(&COUNTERS.completions, batch.len());
+        super::count_many(Counter::Completions, batch.len());
         let mut delivered = 0;
         let mut woken = false;
         for &(user_data, result, flags) in &batch {

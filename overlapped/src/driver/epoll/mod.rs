@@ -51,7 +51,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
-use super::{nonblocking, Counters, Readiness, Request, Ring, Side, COUNTERS};
+use super::{nonblocking, Counter, Readiness, Request, Ring, Side};
 use crate::error::Result;
 use crate::event::lock;
 use table::{Arming, Attempt, Table};
@@ -125,7 +125,7 @@ pub(crate) fn forget(fd: RawFd) {
 
 /// Counts one system call and turns its return value into a result.
 fn syscall(ret: libc::c_int) -> io::Result<libc::c_int> {
-    Counters::bump(&COUNTERS.kernel_entries);
+    super::count(Counter::KernelEntries);
     if ret < 0 {
         Err(io::Error::last_os_error())
     } else {
@@ -208,7 +208,7 @@ impl Epoll {
         if let Some(mask) = attempt.answer {
             return (mask, false);
         }
-        Counters::bump(&COUNTERS.kernel_entries);
+        super::count(Counter::KernelEntries);
         // SAFETY: the request's memory stays valid and untouched by the engine until its result
         // is delivered (the `submit` contract), and no other thread performs it meanwhile (it is
         // marked busy).
@@ -336,7 +336,7 @@ impl Epoll {
 /// Hands results to the engine, emptying `batch`; called with no lock held.
 fn deliver(sink: Sink, batch: &mut Vec<(u64, i32)>) -> usize {
     let delivered = batch.len();
-    Counters::add(&COUNTERS.completions, delivered);
+    super::count_many(Counter::Completions, delivered);
     for (user_data, result) in batch.drain(..) {
         // SAFETY: every user_data in the table was given to `submit` by the sink's owner (the
         // engine makes it from `Arc::into_raw` of the operation), and the table hands out each
@@ -386,7 +386,7 @@ impl Ring for Epoll {
                 return Err(e.into());
             }
         }
-        Counters::bump(&COUNTERS.submissions);
+        super::count(Counter::Submissions);
         drop(table);
         if inserted.runnable {
             // The side is ready already: no event will come for it, a reaper must be woken. The
