@@ -8,6 +8,7 @@
 //! another thread, wakes the most recent sleeper first (LIFO, S39), and only while fewer than
 //! `concurrency` threads are running; with no sleeper to wake, the leader takes the first packet
 //! itself when its reap ends — the completion reaches a worker with no other thread in between.
+//! The packets of one reap are queued together when it ends, under one lock ([`gather`]).
 //! (With several workers each packet is thus handed from one thread to another: a wake-up per
 //! packet, measured in BENCHMARKS.md.) A packet that a sleeper was woken for is kept for
 //! it: no second thread is woken for it, and a thread that looks first does not take it. A
@@ -35,6 +36,8 @@ use crate::overlapped::{AnyOverlapped, Completion, Overlapped};
 use crate::pool::BufferPool;
 use crate::socket::Socket;
 use crate::thread_token::ThreadToken;
+
+mod gather;
 
 /// How long an alertable get waits in the port's ring before looking at its own routines.
 const ALERTABLE_SLICE: Duration = Duration::from_millis(20);
@@ -112,6 +115,8 @@ struct PortState<B> {
     leader: Option<ThreadToken>,
     running: usize,
     closed: bool,
+    /// The list the leader gathers its reap's packets in ([`gather`]), kept for the next reap.
+    gathered: Vec<Packet<B>>,
 }
 
 /// The port as a socket's operations see it, whatever its buffer type.
@@ -207,6 +212,7 @@ impl<B: Send + 'static> CompletionPort<B> {
                 leader: None,
                 running: 0,
                 closed: false,
+                gathered: Vec::new(),
             }),
         });
         Ok(CompletionPort {
@@ -369,11 +375,16 @@ impl<B: Send + 'static> PortInner<B> {
         if st.closed {
             return false;
         }
-        st.packets.push_back(packet);
-        if self.unclaimed(&st) {
-            self.wake_one(&mut st);
-        }
+        self.queue_locked(&mut st, packet);
         true
+    }
+
+    /// Queues a packet, the lock held, and wakes a thread for it if none is on its way.
+    fn queue_locked(&self, st: &mut PortState<B>, packet: Packet<B>) {
+        st.packets.push_back(packet);
+        if self.unclaimed(st) {
+            self.wake_one(st);
+        }
     }
 
     /// Waits for packets; `take(queue, n)` takes the `n` this thread may have (at least one).
@@ -464,6 +475,7 @@ impl<B: Send + 'static> PortInner<B> {
             };
             if st.leader.is_none() && self.ring.may_reap() {
                 st.leader = Some(ThreadToken::current());
+                let mut gathered = std::mem::take(&mut st.gathered);
                 drop(st);
                 // Deferred submissions to this ring go in with the wait; others go in now.
                 driver::defer_submissions(Some(&self.ring));
@@ -471,9 +483,19 @@ impl<B: Send + 'static> PortInner<B> {
                     true => Some(remaining.map_or(ALERTABLE_SLICE, |r| r.min(ALERTABLE_SLICE))),
                     false => remaining,
                 };
-                let reaped = self.ring.reap(slice);
+                let me = Arc::as_ptr(self) as *const ();
+                let reaped = gather::gathering(me, &mut gathered, || self.ring.reap(slice));
                 let mut st = lock(&self.state);
                 st.leader = None;
+                if st.closed {
+                    drop(st);
+                    drop(gathered); // packets of a closed port are dropped, outside its lock
+                    continue;
+                }
+                for packet in gathered.drain(..) {
+                    self.queue_locked(&mut st, packet);
+                }
+                st.gathered = gathered;
                 reaped?;
                 // What the reap turned into packets is looked at under this same lock.
                 held = Some(st);
@@ -553,12 +575,16 @@ impl<B: Send + 'static> RunningCount for PortInner<B> {
 impl<B: Send + 'static> PortSink for PortInner<B> {
     fn post_completion(&self, key: usize, c: Completion, ov: Option<AnyOverlapped>) {
         let overlapped = ov.and_then(Overlapped::from_any);
-        self.push(Packet {
+        let packet = Packet {
             bytes: c.bytes,
             key,
             overlapped,
             error: c.error,
-        });
+        };
+        // The leader reaping for this port gathers it; any other thread queues it now.
+        if let Some(packet) = gather::offer(self as *const Self as *const (), packet) {
+            self.push(packet);
+        }
     }
 
     fn ring(&self) -> &Arc<dyn Ring> {
