@@ -28,9 +28,6 @@ use crate::overlapped::{Completion, Started};
 pub(crate) struct Queues {
     dirs: [DirQueue; 2],
     closed: bool,
-    /// The record of the socket's last finished operation, for its next one to reuse
-    /// ([`retire`]). It refers to the socket, so the socket's close takes it out.
-    spare: Option<Arc<Op>>,
     /// The receive stream of a socket that receives ahead ([`crate::ahead`]), once it has one.
     stream: Option<Box<Stream>>,
 }
@@ -367,25 +364,20 @@ fn take_arrival(
 /// ([`take_spare`], [`Op::renew`]): most operations are like the one before on their socket, and
 /// renewing a record spares an allocation, a free and the cloning of the references it keeps. A
 /// record that anyone else still holds is left to them, and a closed socket keeps none (the record
-/// refers to the socket, which would never be freed).
+/// refers to the socket, which would never be freed; see [`crate::spare`]).
 pub(crate) fn retire(mut op: Arc<Op>) {
     let Some(record) = Arc::get_mut(&mut op) else {
         return;
     };
     record.release();
+    // Held through `put`: once kept, the record and its reference may go at any moment.
     let sock = op.sock.clone();
-    let mut queues = lock(&sock.queues);
-    let replaced = match queues.closed {
-        true => Some(op),
-        false => queues.spare.replace(op),
-    };
-    drop(queues);
-    drop(replaced); // outside the lock: it may hold the last reference to an overlapped object
+    sock.spare.put(op);
 }
 
 /// The record kept by [`retire`], if the socket has one.
 pub(crate) fn take_spare(sock: &crate::socket::SockInner) -> Option<Arc<Op>> {
-    lock(&sock.queues).spare.take()
+    sock.spare.take()
 }
 
 /// Starts the waiting operations of one direction until one has to wait for the kernel.
@@ -499,13 +491,10 @@ fn abort_all(sock: &crate::socket::SockInner, closing: bool) -> bool {
     let mut finished = Finished::new();
     let mut found = false;
     // Dropped after the lock: the record may hold the last reference to an overlapped object.
-    let mut spare = None;
+    let spare = closing.then(|| sock.spare.close());
     {
         let mut queues = lock(&sock.queues);
         queues.closed |= closing;
-        if closing {
-            spare = queues.spare.take();
-        }
         if let Some(op) = take_parked(&mut queues) {
             let aborted = Completion::aborted(code(&op));
             finished.push((op, aborted));

@@ -78,6 +78,7 @@ mod pool;
 mod port;
 mod prefix;
 mod socket;
+mod spare;
 mod thread_token;
 mod transfer;
 pub mod winsock;

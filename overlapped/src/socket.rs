@@ -22,6 +22,7 @@ use crate::engine::{self, Queues};
 use crate::error::{codes, Error, Result};
 use crate::pool::PoolShared;
 use crate::port::PortBinding;
+use crate::spare::SpareSlot;
 
 /// The address family of a socket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,6 +75,8 @@ pub(crate) struct SockInner {
     readable_hint: AtomicBool,
     /// The pool the socket receives ahead into ([`Socket::receive_ahead`]), once set.
     pub(crate) ahead_pool: OnceLock<Arc<PoolShared>>,
+    /// The record of the socket's last finished operation, for its next one to reuse.
+    pub(crate) spare: SpareSlot,
 }
 
 /// A socket's descriptor. Before it closes or leaves the library, it makes the rings forget it,
@@ -214,6 +217,7 @@ impl Socket {
                 skip_port_on_success: AtomicBool::new(false),
                 readable_hint: AtomicBool::new(false),
                 ahead_pool: OnceLock::new(),
+                spare: SpareSlot::new(),
             }),
         }
     }
