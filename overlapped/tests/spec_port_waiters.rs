@@ -159,6 +159,29 @@ fn s39_waiter_gets_the_packet_once_the_running_thread_stops() {
     });
 }
 
+/// S40: get-many into the caller's list appends up to N packets, in order, after what the list
+/// holds, and reports how many it took.
+#[test]
+fn s40_get_many_into_appends_up_to_n_in_fifo_order() {
+    on_every_backend!(|| {
+        let port = new_port(1);
+        for i in 0..6 {
+            port.post(i, 100 + i, None).unwrap();
+        }
+        let mut packets = Vec::with_capacity(8);
+        assert_eq!(port.get_many_into(&mut packets, 4, Some(TIMEOUT)), Ok(4));
+        assert_eq!(port.get_many_into(&mut packets, 4, Some(TIMEOUT)), Ok(2));
+        let bytes: Vec<usize> = packets.iter().map(|p| p.bytes).collect();
+        assert_eq!(bytes, [0, 1, 2, 3, 4, 5], "appended, in the order posted");
+        assert!(packets.iter().all(|p| p.key == 100 + p.bytes));
+        let err = port
+            .get_many_into(&mut packets, 4, Some(Duration::from_millis(30)))
+            .unwrap_err();
+        assert_eq!(err.code(), codes::WAIT_TIMEOUT);
+        assert_eq!(packets.len(), 6, "a get that timed out adds nothing");
+    });
+}
+
 /// S40: get-many takes up to N packets at once, in order.
 #[test]
 fn s40_get_many_takes_up_to_n_in_fifo_order() {

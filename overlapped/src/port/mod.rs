@@ -292,6 +292,27 @@ impl<B: Send + 'static> CompletionPort<B> {
         }
     }
 
+    /// [`CompletionPort::get_many`] into a list of the caller's: appends up to `max` packets to
+    /// `packets`, in order, and returns how many. A worker that keeps its list from one get to the
+    /// next takes a batch of packets with no allocation, as `GetQueuedCompletionStatusEx` fills
+    /// its caller's array.
+    pub fn get_many_into(
+        &self,
+        packets: &mut Vec<Packet<B>>,
+        max: usize,
+        timeout: Option<Duration>,
+    ) -> Result<usize> {
+        let take = |queue: &mut VecDeque<Packet<B>>, n: usize| {
+            // One at a time: a drain's bookkeeping costs more than the few packets of a batch.
+            packets.extend(std::iter::from_fn(|| queue.pop_front()).take(n));
+            n
+        };
+        match self.handle.inner.get(max.max(1), timeout, false, take)? {
+            Got::Packets(n) => Ok(n),
+            Got::IoCompletion => unreachable!("a non-alertable get runs no routine"),
+        }
+    }
+
     /// [`CompletionPort::get_many`] that can be alertable (S42): with no packet and this thread's
     /// completion routines queued, they run and the get returns [`PortWait::IoCompletion`]; a
     /// packet that is there wins.
