@@ -304,7 +304,9 @@ impl<B: Send + 'static> CompletionPort<B> {
     ) -> Result<usize> {
         let take = |queue: &mut VecDeque<Packet<B>>, n: usize| {
             // One at a time: a drain's bookkeeping costs more than the few packets of a batch.
-            packets.extend(std::iter::from_fn(|| queue.pop_front()).take(n));
+            for packet in std::iter::from_fn(|| queue.pop_front()).take(n) {
+                packets.push(packet);
+            }
             n
         };
         match self.handle.inner.get(max.max(1), timeout, false, take)? {
@@ -513,7 +515,9 @@ impl<B: Send + 'static> PortInner<B> {
                     drop(gathered); // packets of a closed port are dropped, outside its lock
                     continue;
                 }
-                for packet in gathered.drain(..) {
+                // From the back of the reversed list: in order, with no drain to keep.
+                gathered.reverse();
+                while let Some(packet) = gathered.pop() {
                     self.queue_locked(&mut st, packet);
                 }
                 st.gathered = gathered;
