@@ -8,12 +8,12 @@
 //! another thread, wakes the most recent sleeper first (LIFO, S39), and only while fewer than
 //! `concurrency` threads are running; with no sleeper to wake, the leader takes the first packet
 //! itself when its reap ends — the completion reaches a worker with no other thread in between.
-//! The packets of one reap are queued together when it ends, under one lock ([`gather`]).
 //! (With several workers each packet is thus handed from one thread to another: a wake-up per
-//! packet, measured in BENCHMARKS.md.) A packet that a sleeper was woken for is kept for
-//! it: no second thread is woken for it, and a thread that looks first does not take it. A
-//! thread counts as running from the moment it takes a packet until it asks the port for the next
-//! one (or exits).
+//! packet, measured in BENCHMARKS.md.) The packets of one reap are queued together when it ends,
+//! under one lock ([`gather`]). A packet that a sleeper was woken for is kept for it: no second
+//! thread is woken for it, and a thread that looks first does not take it. A thread counts as
+//! running from the moment it takes a packet until it asks the port for the next one (or exits;
+//! [`turn`]).
 //!
 //! Packets come out in the order they were queued (S39, S40). Closing the port wakes every
 //! waiter with `ERROR_ABANDONED_WAIT_0` (S41).
@@ -23,9 +23,8 @@
 //! ever sleep on the port's queue.
 
 use std::any::TypeId;
-use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::alertable;
@@ -38,6 +37,7 @@ use crate::socket::Socket;
 use crate::thread_token::ThreadToken;
 
 mod gather;
+mod turn;
 
 /// How long an alertable get waits in the port's ring before looking at its own routines.
 const ALERTABLE_SLICE: Duration = Duration::from_millis(20);
@@ -133,35 +133,6 @@ pub(crate) trait PortSink: Send + Sync {
 pub(crate) struct PortBinding {
     pub(crate) sink: Arc<dyn PortSink>,
     pub(crate) key: usize,
-}
-
-/// The port a thread counts as running on, so that asking for the next packet (or exiting)
-/// ends its turn.
-struct Running {
-    port: Weak<dyn RunningCount>,
-}
-
-trait RunningCount {
-    /// Ends a thread's turn; `exiting` when the thread ends, so that what it deferred is
-    /// submitted.
-    fn leave(&self, exiting: bool);
-}
-
-thread_local! {
-    static RUNNING: RefCell<Option<Running>> = const { RefCell::new(None) };
-    static LEAVE_ON_EXIT: LeaveOnExit = const { LeaveOnExit };
-}
-
-/// Ends the thread's turn on its port when the thread exits.
-struct LeaveOnExit;
-
-impl Drop for LeaveOnExit {
-    fn drop(&mut self) {
-        let running = RUNNING.try_with(|r| r.borrow_mut().take()).ok().flatten();
-        if let Some(port) = running.and_then(|r| r.port.upgrade()) {
-            port.leave(true);
-        }
-    }
 }
 
 impl<B: Send + 'static> CompletionPort<B> {
@@ -554,46 +525,12 @@ impl<B: Send + 'static> PortInner<B> {
         }
     }
 
-    /// Ends the calling thread's running turn on whatever port it had one (it asks for a packet
-    /// again, or waits elsewhere) — except on this port: that turn is returned, for the caller
-    /// to end under the port's lock ([`PortInner::leave_locked`]).
-    fn end_turn_of_current_thread(&self) -> Option<Running> {
-        let running = RUNNING.try_with(|r| r.borrow_mut().take()).ok().flatten()?;
-        if std::ptr::addr_eq(running.port.as_ptr(), self as *const Self) {
-            return Some(running);
-        }
-        if let Some(port) = running.port.upgrade() {
-            port.leave(false);
-        }
-        None
-    }
-
-    /// Counts the calling thread as running on this port; `turn` is its last one here, if the
-    /// caller has it, to be reused.
-    fn start_turn_of_current_thread(self: &Arc<Self>, turn: Option<Running>) {
-        let turn = turn.unwrap_or_else(|| {
-            let me: Weak<Self> = Arc::downgrade(self);
-            Running { port: me }
-        });
-        LEAVE_ON_EXIT.with(|_| ());
-        RUNNING.with(|r| *r.borrow_mut() = Some(turn));
-    }
-
     /// Ends a thread's turn, the port's lock held.
     fn leave_locked(&self, st: &mut PortState<B>) {
         st.running = st.running.saturating_sub(1);
         if self.unclaimed(st) {
             self.wake_one(st);
         }
-    }
-}
-
-impl<B: Send + 'static> RunningCount for PortInner<B> {
-    fn leave(&self, exiting: bool) {
-        if exiting {
-            let _ = self.ring.flush();
-        }
-        self.leave_locked(&mut lock(&self.state));
     }
 }
 
