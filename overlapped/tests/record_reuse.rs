@@ -9,9 +9,10 @@ mod common;
 
 use std::io::Read;
 use std::net::TcpStream;
+use std::thread;
 
 use common::*;
-use overlapped::{CompletionPort, Event, Family, Kind, Overlapped, Socket};
+use overlapped::{CompletionPort, Event, Family, Kind, Overlapped, Socket, Started};
 
 /// Reads until the peer's end: the number of bytes before it, or a panic if the stream stays
 /// open past the timeout.
@@ -36,6 +37,44 @@ fn a_socket_closes_when_dropped_after_its_operations_finished() {
         drop(sock);
         assert_eq!(read_to_eof(&mut peer), 4, "the send's bytes, then the end");
         drop(ov);
+    });
+}
+
+/// Reads until the peer's end, or its reset (a socket closed with data it never read resets the
+/// connection); a panic if neither comes before the timeout.
+fn read_to_close(peer: &mut TcpStream) {
+    peer.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut seen = Vec::new();
+    match peer.read_to_end(&mut seen) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("the socket did not close before the timeout: {e}"),
+    }
+}
+
+/// A socket dropped while its last operation finishes on another thread: the finished record goes
+/// back to the socket's slot as the close empties it, and must not stay there (it would keep the
+/// socket, and its descriptor, alive for good).
+#[test]
+fn a_socket_dropped_as_its_operation_finishes_still_closes() {
+    on_every_backend!(|| {
+        for round in 0..100 {
+            let (sock, mut peer) = tcp_pair_std();
+            let ov = ov_with_event();
+            assert_eq!(
+                sock.recv(&ov, vec![vec![0; 8]], 0),
+                Ok(Started::Pending),
+                "round {round}"
+            );
+            let writer = thread::spawn(move || {
+                write_all(&mut peer, b"x");
+                peer
+            });
+            drop(sock); // the receive completes with the byte or aborted, as the close goes on
+            let mut peer = writer.join().unwrap();
+            read_to_close(&mut peer);
+            drop(ov);
+        }
     });
 }
 
