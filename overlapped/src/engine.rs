@@ -361,7 +361,7 @@ fn take_arrival(
 }
 
 /// Keeps a finished operation's record in its socket for the socket's next operation
-/// ([`take_spare`], [`Op::renew`]): most operations are like the one before on their socket, and
+/// ([`crate::spare::SpareSlot::take`], [`Op::renew`]): most operations are like the one before on their socket, and
 /// renewing a record spares an allocation, a free and the cloning of the references it keeps. A
 /// record that anyone else still holds is left to them, and a closed socket keeps none (the record
 /// refers to the socket, which would never be freed; see [`crate::spare`]).
@@ -373,11 +373,6 @@ pub(crate) fn retire(mut op: Arc<Op>) {
     // Held through `put`: once kept, the record and its reference may go at any moment.
     let sock = op.sock.clone();
     sock.spare.put(op);
-}
-
-/// The record kept by [`retire`], if the socket has one.
-pub(crate) fn take_spare(sock: &crate::socket::SockInner) -> Option<Arc<Op>> {
-    sock.spare.take()
 }
 
 /// Starts the waiting operations of one direction until one has to wait for the kernel.

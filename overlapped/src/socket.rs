@@ -389,7 +389,7 @@ impl Socket {
         // SAFETY: `me` is never used or dropped again; its Arc is moved out exactly once.
         let inner = unsafe { std::ptr::read(&me.inner) };
         // A finished operation's record kept for the next one refers to the socket too.
-        drop(engine::take_spare(&inner));
+        drop(inner.spare.take());
         match Arc::try_unwrap(inner) {
             Ok(inner) => {
                 // Give it back in the blocking mode std's types expect; a descriptor that cannot

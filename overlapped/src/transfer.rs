@@ -333,7 +333,7 @@ impl Socket {
             (None, None) => (driver::shared_ring()?, NotifyWith::Event(core.event())),
         };
         let target: Arc<dyn Target> = core.clone();
-        let mut spare = engine::take_spare(&self.inner);
+        let mut spare = self.inner.spare.take();
         let op = match spare.as_mut().and_then(Arc::get_mut) {
             Some(record) => {
                 record.renew(Renewal {
