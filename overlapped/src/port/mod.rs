@@ -274,10 +274,7 @@ impl<B: Send + 'static> CompletionPort<B> {
         timeout: Option<Duration>,
     ) -> Result<usize> {
         let take = |queue: &mut VecDeque<Packet<B>>, n: usize| {
-            // One at a time: a drain's bookkeeping costs more than the few packets of a batch.
-            for packet in std::iter::from_fn(|| queue.pop_front()).take(n) {
-                packets.push(packet);
-            }
+            move_front(queue, n, packets);
             n
         };
         match self.handle.inner.get(max.max(1), timeout, false, take)? {
@@ -314,7 +311,17 @@ impl<B: Send + 'static> CompletionPort<B> {
 
 /// Takes the first `n` packets of the queue, in order.
 fn drain<B>(queue: &mut VecDeque<Packet<B>>, n: usize) -> Vec<Packet<B>> {
-    queue.drain(..n).collect()
+    let mut packets = Vec::with_capacity(n);
+    move_front(queue, n, &mut packets);
+    packets
+}
+
+/// Moves the first `n` packets of the queue to the end of `packets`, in order: one at a time, as
+/// a drain's bookkeeping costs more than the few packets of a batch.
+fn move_front<B>(queue: &mut VecDeque<Packet<B>>, n: usize, packets: &mut Vec<Packet<B>>) {
+    for packet in std::iter::from_fn(|| queue.pop_front()).take(n) {
+        packets.push(packet);
+    }
 }
 
 /// What a wait on the port got: what `take` made of the packets, or routines ran.
