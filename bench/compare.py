@@ -71,6 +71,10 @@ def servers(bin_dir):
     found = {REFERENCE: [os.path.join(bin_dir, "echo-epoll")]}
     for peer in ("tokio", "monoio", "compio"):
         found[peer] = [os.path.join(bin_dir, "echo-" + peer)]
+    # io_uring by hand, without a library's model: what the port model is measured against to
+    # tell what the model costs, waking for every completion and with the batch window.
+    found["uring"] = [os.path.join(bin_dir, "echo-uring")]
+    found["uring-batch50"] = found["uring"] + ["--batch-us", "50"]
     help_text = subprocess.run([ours, "echo-server", "-h"], capture_output=True, text=True).stdout
     values = re.search(r"--model <MODEL>.*?\[possible values: ([^\]]*)\]", help_text, re.S)
     models = [m.strip() for m in values.group(1).split(",")] if values else ["event"]

@@ -12,23 +12,44 @@ pub const BUF_SIZE: usize = 4096;
 
 /// The address to listen on, from `--port P` (default 0: the kernel chooses).
 pub fn listen_addr() -> SocketAddr {
-    let mut args = std::env::args().skip(1);
-    let mut port = 0u16;
-    while let Some(arg) = args.next() {
-        let value = match arg.as_str() {
-            "--port" => args.next(),
-            other => other.strip_prefix("--port=").map(str::to_owned),
-        };
-        match value.map(|v| v.parse()) {
-            Some(Ok(p)) => port = p,
-            _ => usage(&arg),
-        }
-    }
-    SocketAddr::from((Ipv4Addr::LOCALHOST, port))
+    options(false).addr
 }
 
-fn usage(arg: &str) -> ! {
-    eprintln!("unexpected argument {arg:?}; usage: [--port PORT]");
+/// What a server was asked for on its command line.
+pub struct Options {
+    /// Where to listen: 127.0.0.1 and `--port P` (default 0: the kernel chooses).
+    pub addr: SocketAddr,
+    /// `--batch-us N`, for a server that batches its waits (default 0: no batching).
+    pub batch_us: u32,
+}
+
+/// The command line's options: `--port P`, and `--batch-us N` where `batches` allows it.
+pub fn options(batches: bool) -> Options {
+    let mut args = std::env::args().skip(1);
+    let (mut port, mut batch_us) = (0u16, 0u32);
+    while let Some(arg) = args.next() {
+        let (name, value) = match arg.split_once('=') {
+            Some((name, value)) => (name.to_owned(), Some(value.to_owned())),
+            None => (arg.clone(), args.next()),
+        };
+        let parsed = match (name.as_str(), value) {
+            ("--port", Some(v)) => v.parse().map(|p| port = p).ok(),
+            ("--batch-us", Some(v)) if batches => v.parse().map(|us| batch_us = us).ok(),
+            _ => None,
+        };
+        if parsed.is_none() {
+            usage(&arg, batches);
+        }
+    }
+    Options {
+        addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+        batch_us,
+    }
+}
+
+fn usage(arg: &str, batches: bool) -> ! {
+    let batch = if batches { " [--batch-us N]" } else { "" };
+    eprintln!("unexpected argument {arg:?}; usage: [--port PORT]{batch}");
     std::process::exit(2)
 }
 
