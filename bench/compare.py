@@ -75,6 +75,8 @@ def servers(bin_dir):
     # tell what the model costs, waking for every completion and with the batch window.
     found["uring"] = [os.path.join(bin_dir, "echo-uring")]
     found["uring-batch50"] = found["uring"] + ["--batch-us", "50"]
+    # Without registered files and ring descriptor, as the port model: what they are worth.
+    found["uring-plain"] = found["uring"] + ["--plain"]
     help_text = subprocess.run([ours, "echo-server", "-h"], capture_output=True, text=True).stdout
     values = re.search(r"--model <MODEL>.*?\[possible values: ([^\]]*)\]", help_text, re.S)
     models = [m.strip() for m in values.group(1).split(",")] if values else ["event"]

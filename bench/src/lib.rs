@@ -19,37 +19,49 @@ pub fn listen_addr() -> SocketAddr {
 pub struct Options {
     /// Where to listen: 127.0.0.1 and `--port P` (default 0: the kernel chooses).
     pub addr: SocketAddr,
-    /// `--batch-us N`, for a server that batches its waits (default 0: no batching).
+    /// `--batch-us N`: wait up to N µs for a batch of completions (default 0: no batching).
     pub batch_us: u32,
+    /// `--plain`: no registered files or ring descriptor.
+    pub plain: bool,
 }
 
-/// The command line's options: `--port P`, and `--batch-us N` where `batches` allows it.
-pub fn options(batches: bool) -> Options {
+/// The command line's options: `--port P`, and where `uring` allows them (the io_uring server's
+/// settings) `--batch-us N` and `--plain`.
+pub fn options(uring: bool) -> Options {
     let mut args = std::env::args().skip(1);
-    let (mut port, mut batch_us) = (0u16, 0u32);
+    let (mut port, mut batch_us, mut plain) = (0u16, 0u32, false);
     while let Some(arg) = args.next() {
+        if uring && arg == "--plain" {
+            plain = true;
+            continue;
+        }
         let (name, value) = match arg.split_once('=') {
             Some((name, value)) => (name.to_owned(), Some(value.to_owned())),
             None => (arg.clone(), args.next()),
         };
         let parsed = match (name.as_str(), value) {
             ("--port", Some(v)) => v.parse().map(|p| port = p).ok(),
-            ("--batch-us", Some(v)) if batches => v.parse().map(|us| batch_us = us).ok(),
+            ("--batch-us", Some(v)) if uring => v.parse().map(|us| batch_us = us).ok(),
             _ => None,
         };
         if parsed.is_none() {
-            usage(&arg, batches);
+            usage(&arg, uring);
         }
     }
     Options {
         addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
         batch_us,
+        plain,
     }
 }
 
-fn usage(arg: &str, batches: bool) -> ! {
-    let batch = if batches { " [--batch-us N]" } else { "" };
-    eprintln!("unexpected argument {arg:?}; usage: [--port PORT]{batch}");
+fn usage(arg: &str, uring: bool) -> ! {
+    let settings = if uring {
+        " [--batch-us N] [--plain]"
+    } else {
+        ""
+    };
+    eprintln!("unexpected argument {arg:?}; usage: [--port PORT]{settings}");
     std::process::exit(2)
 }
 

@@ -9,7 +9,8 @@
 //! flight; what arrives meanwhile waits in order behind it, so that a short send is finished
 //! before the next begins. With `--batch-us N` it waits with io_uring's minimum wait (Linux 6.12):
 //! up to N µs for a batch of completions, then with whatever has come; without, it wakes for
-//! every completion, as the port model does by default.
+//! every completion, as the port model does by default. `--plain` leaves out the registered files
+//! and ring descriptor (as the port model does), to measure what they are worth.
 
 use std::collections::VecDeque;
 use std::io;
@@ -119,12 +120,14 @@ fn main() {
         .build(1024)
         .unwrap_or_else(|e| fatal("setting up io_uring (Linux 6.1 or later)", e));
     let (mut submitter, mut sq, mut cq) = ring.split();
-    submitter
-        .register_ring_fd()
-        .unwrap_or_else(|e| fatal("registering the ring's descriptor", e));
-    submitter
-        .register_files_sparse(FILES)
-        .unwrap_or_else(|e| fatal("registering the file table", e));
+    if !options.plain {
+        submitter
+            .register_ring_fd()
+            .unwrap_or_else(|e| fatal("registering the ring's descriptor", e));
+        submitter
+            .register_files_sparse(FILES)
+            .unwrap_or_else(|e| fatal("registering the file table", e));
+    }
     let mut buffers = Buffers::new();
     buffers
         .register(&submitter)
@@ -138,6 +141,7 @@ fn main() {
     );
     let mut server = Server {
         submitter,
+        plain: options.plain,
         listener: listener_fd,
         conns: Vec::new(),
         generations: Vec::new(),
@@ -180,6 +184,8 @@ fn main() {
 
 struct Server<'a> {
     submitter: Submitter<'a>,
+    /// Connections are used by descriptor, not as registered files.
+    plain: bool,
     listener: RawFd,
     /// Indexed by descriptor, which is also the connection's registered file slot.
     conns: Vec<Option<Conn>>,
@@ -224,10 +230,11 @@ impl Server<'_> {
                 (r, _) if r == -libc::ENOBUFS => self.starved.push((fd, generation)),
                 _ => conn.ended = true, // the peer closed, or the connection failed
             }
+            let plain = self.plain;
             let conn = self.conn_mut(fd, generation).expect("looked up above");
             if !conn.receiving && !conn.ended && result != -libc::ENOBUFS {
                 conn.receiving = true;
-                next.push(recv(fd, generation));
+                next.push(recv(plain, fd, generation));
             }
             if !conn.sending {
                 self.send_next(fd, generation, next);
@@ -261,6 +268,7 @@ impl Server<'_> {
             )
         };
         let registered = match u32::try_from(fd).ok().filter(|&slot| slot < FILES) {
+            _ if self.plain => Ok(()),
             Some(slot) => self.submitter.register_files_update(slot, &[fd]).map(drop),
             None => Err(io::Error::from_raw_os_error(libc::EMFILE)),
         };
@@ -283,7 +291,7 @@ impl Server<'_> {
             receiving: true,
             ended: false,
         });
-        Some(recv(fd, generation))
+        Some(recv(self.plain, fd, generation))
     }
 
     /// Sends the connection's first echo if it has one and no send is in flight; closes an
@@ -306,9 +314,12 @@ impl Server<'_> {
         // The buffer stays out of the kernel's ring until this send completes, and its memory
         // lives as long as the process.
         let data = self.buffers.buffer(id).wrapping_add(sent as usize);
+        let send = match self.plain {
+            true => opcode::Send::new(types::Fd(fd), data, len - sent),
+            false => opcode::Send::new(Fixed(fd as u32), data, len - sent),
+        };
         next.push(
-            opcode::Send::new(Fixed(fd as u32), data, len - sent)
-                .flags(libc::MSG_NOSIGNAL)
+            send.flags(libc::MSG_NOSIGNAL)
                 .build()
                 .user_data(tag(SEND, fd, generation)),
         );
@@ -328,9 +339,11 @@ impl Server<'_> {
             let armed = tag(RECV, fd, conn.generation);
             next.push(opcode::AsyncCancel::new(armed).build().user_data(CANCEL));
         }
-        // Emptying a slot in range does not fail; if it did, the slot would keep the socket
-        // open until the next connection with this descriptor took it over.
-        let _ = self.submitter.register_files_update(fd as u32, &[-1]);
+        if !self.plain {
+            // Emptying a slot in range does not fail; if it did, the slot would keep the socket
+            // open until the next connection with this descriptor took it over.
+            let _ = self.submitter.register_files_update(fd as u32, &[-1]);
+        }
         // SAFETY: the descriptor is this connection's, closed once (it is gone from `conns`).
         unsafe { libc::close(fd) };
     }
@@ -349,7 +362,7 @@ impl Server<'_> {
             if let Some(conn) = self.conn_mut(fd, generation) {
                 if !conn.receiving && !conn.ended {
                     conn.receiving = true;
-                    next.push(recv(fd, generation));
+                    next.push(recv(self.plain, fd, generation));
                     return;
                 }
             }
@@ -357,17 +370,20 @@ impl Server<'_> {
     }
 }
 
+/// The multishot receive of a connection: by descriptor if `plain`, else as a registered file.
+fn recv(plain: bool, fd: RawFd, generation: u32) -> Entry {
+    let recv = match plain {
+        true => opcode::RecvMulti::new(types::Fd(fd), GROUP),
+        false => opcode::RecvMulti::new(Fixed(fd as u32), GROUP),
+    };
+    recv.build().user_data(tag(RECV, fd, generation))
+}
+
 fn accept(listener: RawFd) -> Entry {
     opcode::AcceptMulti::new(types::Fd(listener))
         .flags(libc::SOCK_CLOEXEC)
         .build()
         .user_data(tag(ACCEPT, 0, 0))
-}
-
-fn recv(fd: RawFd, generation: u32) -> Entry {
-    opcode::RecvMulti::new(Fixed(fd as u32), GROUP)
-        .build()
-        .user_data(tag(RECV, fd, generation))
 }
 
 /// User data: the kind in the low two bits, then the descriptor, then the generation.
