@@ -38,6 +38,8 @@ const RECV: u64 = 1;
 const SEND: u64 = 2;
 /// A cancel's own completion: nothing to do.
 const CANCEL: u64 = 3;
+/// Generations count in the 30 bits of the user data above the kind and the descriptor.
+const GENERATIONS: u32 = (1 << 30) - 1;
 
 /// One connection: the echoes not yet sent, `(buffer, sent, length)`, the first in flight while
 /// `sending`. The generation tells its completions from those of an earlier connection that had
@@ -331,7 +333,7 @@ impl Server<'_> {
         let Some(conn) = self.conns[fd as usize].take() else {
             return;
         };
-        self.generations[fd as usize] = conn.generation.wrapping_add(1);
+        self.generations[fd as usize] = (conn.generation + 1) & GENERATIONS;
         for (id, ..) in conn.echoes {
             self.give_back(id, next);
         }
@@ -388,7 +390,7 @@ fn accept(listener: RawFd) -> Entry {
 
 /// User data: the kind in the low two bits, then the descriptor, then the generation.
 fn tag(kind: u64, fd: RawFd, generation: u32) -> u64 {
-    kind | (fd as u32 as u64) << 2 | (generation as u64 & 0x3fff_ffff) << 34
+    kind | (fd as u32 as u64) << 2 | (generation as u64) << 34
 }
 
 fn untag(user_data: u64) -> (u64, RawFd, u32) {
