@@ -77,3 +77,19 @@ pub fn fatal(what: &str, e: std::io::Error) -> ! {
     eprintln!("{what}: {e}");
     std::process::exit(1)
 }
+
+/// Turns off Nagle's algorithm on an accepted connection, as every server here does. A failure
+/// only leaves the connection slower.
+pub fn set_nodelay(fd: std::os::fd::RawFd) {
+    let one: libc::c_int = 1;
+    // SAFETY: `one` outlives the call and its size is passed.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+}

@@ -9,7 +9,7 @@ use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsRawFd, RawFd};
 
-use overlapped_bench::{announce, fatal, listen_addr, BUF_SIZE};
+use overlapped_bench::{announce, fatal, listen_addr, set_nodelay, BUF_SIZE};
 
 /// epoll data value of the listener; connections use their fd.
 const LISTENER: u64 = u64::MAX;
@@ -94,17 +94,7 @@ fn accept_all(ep: RawFd, listener: &TcpListener, conns: &mut Vec<Option<Conn>>) 
                 return;
             }
         };
-        let one: libc::c_int = 1;
-        // SAFETY: `one` outlives the call and its size is passed.
-        unsafe {
-            libc::setsockopt(
-                fd,
-                libc::IPPROTO_TCP,
-                libc::TCP_NODELAY,
-                (&one as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
+        set_nodelay(fd);
         if let Err(e) = ctl(ep, libc::EPOLL_CTL_ADD, fd, libc::EPOLLIN, fd as u64) {
             eprintln!("registering a connection: {e}");
             // SAFETY: the fd was just accepted and is not stored anywhere.

@@ -22,7 +22,7 @@ use std::time::Duration;
 use io_uring::squeue::Entry;
 use io_uring::types::{BufRingEntry, Fixed, SubmitArgs, Timespec};
 use io_uring::{cqueue, opcode, types, IoUring, SubmissionQueue, Submitter};
-use overlapped_bench::{announce, fatal, options, BUF_SIZE};
+use overlapped_bench::{announce, fatal, options, set_nodelay, BUF_SIZE};
 
 /// Provided buffers, a power of two as the kernel requires.
 const BUFFERS: u16 = 4096;
@@ -258,17 +258,7 @@ impl Server<'_> {
 
     /// Takes an accepted connection into the file table and starts receiving on it.
     fn open(&mut self, fd: RawFd) -> Option<Entry> {
-        let one: libc::c_int = 1;
-        // SAFETY: `one` outlives the call and its size is passed.
-        unsafe {
-            libc::setsockopt(
-                fd,
-                libc::IPPROTO_TCP,
-                libc::TCP_NODELAY,
-                (&one as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
+        set_nodelay(fd);
         let registered = match u32::try_from(fd).ok().filter(|&slot| slot < FILES) {
             _ if self.plain => Ok(()),
             Some(slot) => self.submitter.register_files_update(slot, &[fd]).map(drop),
