@@ -1,4 +1,5 @@
-//! What the peer echo servers share: the `--port` option and the `listening on` line.
+//! What the peer echo servers share: the command line (`--port`, and the io_uring server's
+//! settings), the `listening on` line, and turning off Nagle's algorithm.
 //!
 //! Each server in `src/bin/` serves echo clients on one thread, binds 127.0.0.1, and prints
 //! `listening on ADDRESS:PORT` (flushed) once it accepts connections, exactly like
