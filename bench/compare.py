@@ -59,8 +59,9 @@ def build():
     subprocess.run(cmd, cwd=ROOT, check=True)
 
 
-def servers(bin_dir):
-    """The servers to compare: name -> command (without --port).
+def servers(bin_dir, batch_us=50):
+    """The servers to compare: name -> command (without --port). The batch window's variants wait
+    `batch_us` microseconds, and are named after it (`overlapped-port-batch50` by default).
 
     A command may begin with `NAME=value` items: environment variables for the server (see
     `split_env`). Each of our models runs twice: on the backend the library picks by itself
@@ -74,7 +75,8 @@ def servers(bin_dir):
     # io_uring by hand, without a library's model: what the port model is measured against to
     # tell what the model costs, waking for every completion and with the batch window.
     found["uring"] = [os.path.join(bin_dir, "echo-uring")]
-    found["uring-batch50"] = found["uring"] + ["--batch-us", "50"]
+    window = ["--batch-us", str(batch_us)]
+    found[f"uring-batch{batch_us}"] = found["uring"] + window
     # Without registered files and ring descriptor, as the port model: what they are worth.
     found["uring-plain"] = found["uring"] + ["--plain"]
     help_text = subprocess.run([ours, "echo-server", "-h"], capture_output=True, text=True).stdout
@@ -105,10 +107,10 @@ def servers(bin_dir):
     if "overlapped-port" in found and "--no-receive-ahead" in help_text:
         found["overlapped-port-noahead"] = found["overlapped-port"] + ["--no-receive-ahead"]
     if "overlapped-port" in found and "--batch-us" in help_text:
-        found["overlapped-port-batch50"] = found["overlapped-port"] + ["--batch-us", "50"]
+        found[f"overlapped-port-batch{batch_us}"] = found["overlapped-port"] + window
         if "overlapped-port-pinned" in found:
-            found["overlapped-port-batch50-pinned"] = \
-                found["overlapped-port-pinned"] + ["--batch-us", "50"]
+            found[f"overlapped-port-batch{batch_us}-pinned"] = \
+                found["overlapped-port-pinned"] + window
     return found
 
 
@@ -386,6 +388,8 @@ def main():
     p.add_argument("--unpaced-depth", type=int, default=4)
     p.add_argument("--size", type=int, default=64, help="message bytes")
     p.add_argument("--servers", help="comma-separated subset of the servers to run")
+    p.add_argument("--batch-us", type=int, default=50,
+                   help="the batch window's variants' window in microseconds (in their names)")
     p.add_argument("--no-build", action="store_true", help="use the binaries as they are")
     p.add_argument("--baseline", metavar="BIN",
                    help="another build of `overlapped` (before a change, say): each of our "
@@ -403,7 +407,7 @@ def main():
         build()
     bin_dir = os.path.join(target_dir(), "release")
     args.bench_bin = os.path.join(bin_dir, "overlapped")
-    commands = servers(bin_dir)
+    commands = servers(bin_dir, args.batch_us)
     names = select(commands, args.servers)
     if args.baseline:
         names = with_baseline(names, commands, args.bench_bin, os.path.abspath(args.baseline))
