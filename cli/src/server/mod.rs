@@ -57,9 +57,10 @@ pub struct Options {
     /// Worker threads of the port model; 0 means one per CPU.
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
-    /// Port model: let the thread waiting in the kernel gather completions for up to this many
-    /// microseconds once the first has arrived (0: off). Less CPU per message under load, for up
-    /// to that much more latency; needs io_uring on Linux 6.12 or later.
+    /// Port model: let the thread waiting in the kernel gather completions until this many
+    /// microseconds have passed since its wait began, or 64 have come (0: off). Less CPU per
+    /// message when the window holds many messages, for up to that much more latency; needs
+    /// io_uring on Linux 6.12 or later.
     #[arg(long, default_value_t = 0)]
     pub batch_us: u64,
     /// Port model: keep a receive buffer posted on every connection (one buffer pinned per idle
