@@ -364,10 +364,11 @@ fn take_arrival(
 }
 
 /// Keeps a finished operation's record in its socket for the socket's next operation
-/// ([`crate::spare::SpareSlot::take`], [`Op::renew`]): most operations are like the one before on their socket, and
-/// renewing a record spares an allocation, a free and the cloning of the references it keeps. A
-/// record that anyone else still holds is left to them, and a closed socket keeps none (the record
-/// refers to the socket, which would never be freed; see [`crate::spare`]).
+/// ([`crate::spare::SpareSlot::take`], [`Op::renew`]): most operations are like the one before
+/// on their socket, and renewing a record spares an allocation, a free and the cloning of the
+/// references it keeps. A record that anyone else still holds is left to them, and a closed
+/// socket keeps none (the record refers to the socket, which would never be freed; see
+/// [`crate::spare`]).
 pub(crate) fn retire(mut op: Arc<Op>) {
     let Some(record) = Arc::get_mut(&mut op) else {
         return;

@@ -66,12 +66,12 @@ thread_local! {
 }
 
 /// Adds one to `counter`.
-pub(crate) fn bump(counter: Counter) {
-    add(counter, 1);
+pub(crate) fn count(counter: Counter) {
+    count_many(counter, 1);
 }
 
 /// Adds `n` to `counter`.
-pub(crate) fn add(counter: Counter, n: usize) {
+pub(crate) fn count_many(counter: Counter, n: usize) {
     let added = MINE.try_with(|mine| {
         // Only this thread writes its counts; readers see either value.
         let slot = &mine.0 .0[counter as usize];

@@ -31,7 +31,7 @@ pub(crate) mod nonblocking;
 mod uring;
 
 pub use counters::stats;
-pub(crate) use counters::{add as count_many, bump as count, Counter};
+pub(crate) use counters::{count, count_many, Counter};
 
 use std::cell::RefCell;
 use std::os::fd::RawFd;
