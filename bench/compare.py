@@ -70,7 +70,7 @@ def servers(bin_dir, batch_us=50):
     server."""
     ours = os.path.join(bin_dir, "overlapped")
     found = {REFERENCE: [os.path.join(bin_dir, "echo-epoll")]}
-    for peer in ("tokio", "monoio", "compio"):
+    for peer in ("tokio", "monoio", "compio", "tokio-uring"):
         found[peer] = [os.path.join(bin_dir, "echo-" + peer)]
     # io_uring by hand, without a library's model: what the port model is measured against to
     # tell what the model costs, waking for every completion and with the batch window.
