@@ -114,6 +114,10 @@ struct ThreadContext {
     next_id: Cell<u64>,
     /// A routine is running now: alertable waits inside it run none (S29).
     in_routine: Cell<bool>,
+    /// The waiter of the thread's alertable waits, kept between them (a server waits once or
+    /// twice per wake-up, and each wait would otherwise allocate one); a wait inside a routine,
+    /// while the outer one holds it, makes its own.
+    spare_waiter: Cell<Option<Arc<Waiter>>>,
 }
 
 impl ThreadContext {
@@ -126,6 +130,7 @@ impl ThreadContext {
             routines: RefCell::new(FxHashMap::default()),
             next_id: Cell::new(1),
             in_routine: Cell::new(false),
+            spare_waiter: Cell::new(None),
         })
     }
 
@@ -356,16 +361,26 @@ pub(crate) fn alertable_wait(
 ) -> Result<WaitExResult> {
     let deadline = timeout.map(|t| Instant::now() + t);
     with_context(|ctx| {
-        let waiter = Waiter::waking_ring(ctx.queue.ring.clone());
-        loop {
+        let waiter = match ctx.spare_waiter.take() {
+            Some(waiter) => waiter,
+            None => Waiter::waking_ring(ctx.queue.ring.clone()),
+        };
+        let result = loop {
             waiter.arm();
             if let Some(found) = look(Some(&waiter)) {
                 forget(&waiter);
-                return Ok(found);
+                break Ok(found);
             }
-            if ctx.run_queued()? > 0 {
-                forget(&waiter);
-                return Ok(WaitExResult::IoCompletion);
+            match ctx.run_queued() {
+                Ok(0) => {}
+                Ok(_) => {
+                    forget(&waiter);
+                    break Ok(WaitExResult::IoCompletion);
+                }
+                Err(e) => {
+                    forget(&waiter);
+                    break Err(e);
+                }
             }
             let remaining = match deadline {
                 None => None,
@@ -373,15 +388,23 @@ pub(crate) fn alertable_wait(
                     let now = Instant::now();
                     if now >= d {
                         forget(&waiter);
-                        return Ok(look(None).unwrap_or(WaitExResult::Timeout));
+                        break Ok(look(None).unwrap_or(WaitExResult::Timeout));
                     }
                     Some(d - now)
                 }
             };
-            if !waiter.is_woken() {
-                ctx.queue.ring.reap(remaining)?;
-            }
+            let reaped = match waiter.is_woken() {
+                true => Ok(0),
+                false => ctx.queue.ring.reap(remaining),
+            };
             forget(&waiter);
-        }
+            if let Err(e) = reaped {
+                break Err(e);
+            }
+        };
+        // A wake that comes late, from an event of this wait, only makes a later wait look
+        // once more: each round arms the waiter before it looks.
+        ctx.spare_waiter.set(Some(waiter));
+        result
     })?
 }

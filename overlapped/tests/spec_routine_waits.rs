@@ -119,6 +119,52 @@ fn s28_signalled_event_wins_over_queued_routines() {
     });
 }
 
+/// S28: alertable waits one after another on one thread (which share the thread's means of
+/// waking) each end for their own events only: an event of an earlier wait, set during a later
+/// one, does not end it, and an event set while the thread sleeps in a later wait wakes it.
+#[test]
+fn s28_alertable_waits_in_turn_see_only_their_own_events() {
+    on_every_backend!(|| {
+        let (first, second) = (Event::new(), Event::new());
+        assert_eq!(
+            first.wait_ex(Some(Duration::ZERO), true),
+            Ok(WaitExResult::Timeout)
+        );
+        let setter = {
+            let first = first.clone();
+            thread::spawn(move || {
+                thread::sleep(Duration::from_millis(20));
+                first.set();
+            })
+        };
+        let waited = Instant::now();
+        assert_eq!(
+            second.wait_ex(Some(Duration::from_millis(300)), true),
+            Ok(WaitExResult::Timeout),
+            "the first wait's event does not end the second"
+        );
+        assert!(waited.elapsed() >= Duration::from_millis(300));
+        setter.join().unwrap();
+        assert_eq!(
+            first.wait_ex(Some(TIMEOUT), true),
+            Ok(WaitExResult::Signalled(0))
+        );
+        let setter = {
+            let second = second.clone();
+            thread::spawn(move || {
+                thread::sleep(Duration::from_millis(20));
+                second.set();
+            })
+        };
+        assert_eq!(
+            second.wait_ex(Some(TIMEOUT), true),
+            Ok(WaitExResult::Signalled(0)),
+            "a set during the wait wakes it"
+        );
+        setter.join().unwrap();
+    });
+}
+
 /// S29: a non-alertable wait never runs routines — not `sleep_ex(.., false)`, not a wait on
 /// events without the flag, not waiting for another operation's result.
 #[test]
