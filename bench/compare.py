@@ -18,12 +18,16 @@ ratio to the reference server (the hand-written epoll server). Two modes:
 Our servers run on each backend: `overlapped-MODEL` on the one the library picks (io_uring where
 the kernel allows it), `overlapped-MODEL-epoll` with `OVERLAPPED_BACKEND=epoll`.
 
-Standard library only. `--svg FILE` draws the paced CPU per message of each server.
+Standard library only. `--svg FILE` draws the paced CPU per message of each server. `--versus
+SERVER` also divides each server's CPU per message by SERVER's in the same round and gives the
+median of those ratios with a 95 % interval for it (a bootstrap over the rounds: it means little
+below ten rounds) and the number of rounds in which the server had the lower figure.
 """
 
 import argparse
 import json
 import os
+import random
 import re
 import shutil
 import statistics
@@ -277,6 +281,37 @@ def summarize(runs, offered=None):
     return summary
 
 
+def versus(runs, other, metric="cpu_us_per_msg", resamples=2000):
+    """Per server: its `metric` divided by `other`'s in the same round, summed up over the rounds
+    as the median ratio, a 95 % interval for that median (bootstrap: the rounds drawn again with
+    replacement `resamples` times, with a fixed seed so that a replot prints the same), and how
+    many rounds the server had the lower figure in."""
+    rows = {}
+    rng = random.Random(1)
+    for name, rounds in runs.items():
+        if name == other:
+            continue
+        ratios = [mine[metric] / theirs[metric] for mine, theirs in zip(rounds, runs[other])
+                  if mine.get(metric) is not None and theirs.get(metric)]
+        if not ratios:
+            continue
+        medians = sorted(statistics.median(rng.choices(ratios, k=len(ratios)))
+                         for _ in range(resamples))
+        low, high = medians[int(0.025 * resamples)], medians[int(0.975 * resamples) - 1]
+        below = sum(1 for r in ratios if r < 1)
+        rows[name] = (statistics.median(ratios), low, high, below, len(ratios))
+    return rows
+
+
+def versus_table(title, rows, other):
+    lines = [title, "",
+             f"| server | CPU ÷ {other} | 95 % interval of the median | rounds below {other} |",
+             "|---|---:|---:|---:|"]
+    for name, (med, low, high, below, n) in rows.items():
+        lines.append(f"| {name} | {med:.3f} | {low:.3f}–{high:.3f} | {below}/{n} |")
+    return "\n".join(lines)
+
+
 def fmt(value, digits):
     return "n/a" if value is None else f"{value:,.{digits}f}"
 
@@ -353,11 +388,25 @@ def replot(args):
         runs = report["paced"]["runs"]
         summary = summarize(runs, settings["rate"])
         print(table(paced_title(settings), summary) + "\n")
+        print_versus("Paced", runs, args.versus)
         if args.svg:
             with open(args.svg, "w") as f:
                 f.write(svg(runs, summary, svg_title(settings)))
     if "unpaced" in report:
-        print(table(unpaced_title(settings), summarize(report["unpaced"]["runs"])) + "\n")
+        runs = report["unpaced"]["runs"]
+        print(table(unpaced_title(settings), summarize(runs)) + "\n")
+        print_versus("Unpaced", runs, args.versus)
+
+
+def print_versus(mode, runs, other):
+    """The `--versus` table of one mode, if asked for; says so if that server did not run."""
+    if not other:
+        return
+    if other not in runs:
+        print(f"{mode}: --versus {other}: that server did not run\n")
+        return
+    print(versus_table(f"{mode}: CPU per message ÷ {other}'s, within rounds", versus(runs, other),
+                       other) + "\n")
 
 
 def paced_title(s):
@@ -394,6 +443,9 @@ def main():
     p.add_argument("--baseline", metavar="BIN",
                    help="another build of `overlapped` (before a change, say): each of our "
                         "selected servers also runs with it, as NAME@base, in the same rounds")
+    p.add_argument("--versus", metavar="SERVER",
+                   help="also print each server's CPU per message divided by SERVER's in the "
+                        "same round: the median, a 95 %% interval for it, and the rounds below")
     p.add_argument("--json", help="write every run and the summaries to this file")
     p.add_argument("--svg", help="write the paced CPU-per-message plot to this file")
     p.add_argument("--replot", metavar="JSON",
@@ -424,6 +476,7 @@ def main():
         runs = run_mode("paced", load, names, commands, args, use_perf, args.rounds)
         summary = summarize(runs, args.rate)
         print(table(paced_title(vars(args)), summary) + "\n")
+        print_versus("Paced", runs, args.versus)
         report["paced"] = {"runs": runs, "summary": summary}
         if args.svg:
             with open(args.svg, "w") as f:
@@ -434,6 +487,7 @@ def main():
         runs = run_mode("unpaced", load, names, commands, args, use_perf, args.unpaced_rounds)
         summary = summarize(runs)
         print(table(unpaced_title(vars(args)), summary) + "\n")
+        print_versus("Unpaced", runs, args.versus)
         report["unpaced"] = {"runs": runs, "summary": summary}
     if args.json:
         with open(args.json, "w") as f:
