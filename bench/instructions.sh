@@ -21,8 +21,12 @@
 #   CONNECTIONS   connections (default: 50)
 #   RATE          messages per second over all connections (default: 1000)
 #   SHORT, LONG   seconds of the two runs (default: 2 and 5)
+#   ATOMICS       1: also count the atomic read-modify-writes (bus-locking instructions) the
+#                 server's executable ran per message, and the twelve functions that ran the
+#                 most of them (bench/atomics.py; the runs record each instruction)
 #
-# Prints: instructions per message, and each run's instructions and messages.
+# Prints: instructions per message, and each run's instructions and messages; with ATOMICS=1,
+# atomic read-modify-writes per message likewise, then the functions.
 
 set -u -o pipefail
 
@@ -33,15 +37,18 @@ CONNECTIONS=${CONNECTIONS:-50}
 RATE=${RATE:-1000}
 SHORT=${SHORT:-2}
 LONG=${LONG:-5}
+ATOMICS=${ATOMICS:-0}
 [ $# -gt 0 ] || { sed -n '2,6p' "$0"; exit 2; }
 
 WORK=$(mktemp -d -t instructions.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
 
-# One run: the server under callgrind for `secs` seconds of load; prints "instructions messages".
+# One run: the server under callgrind for `secs` seconds of load; prints "instructions messages",
+# and with ATOMICS=1 "atomics" after them.
 run() {
-    local secs=$1 out="$WORK/run-$1"
-    "$VALGRIND" --tool=callgrind --callgrind-out-file="$out.cg" "${@:2}" --port 0 \
+    local secs=$1 out="$WORK/run-$1" dump=()
+    [ "$ATOMICS" = 1 ] && dump=(--dump-instr=yes)
+    "$VALGRIND" --tool=callgrind "${dump[@]}" --callgrind-out-file="$out.cg" "${@:2}" --port 0 \
         >"$out.server" 2>"$out.valgrind" &
     local server=$! addr=""
     for _ in $(seq 100); do
@@ -72,14 +79,20 @@ run() {
     ir=$(grep -h '^summary:' "$out.cg"* | awk '{s += $2} END {print s}')
     messages=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["messages"])' \
         "$out.json")
-    echo "$ir $messages"
+    if [ "$ATOMICS" = 1 ]; then
+        python3 "$ROOT/bench/atomics.py" "$2" "$out.cg"* --by-function 60 >"$out.atomics" \
+            || exit 1
+        echo "$ir $messages $(head -n1 "$out.atomics")"
+    else
+        echo "$ir $messages"
+    fi
 }
 
 run "$SHORT" "$@" >"$WORK/short" || exit 1
 run "$LONG" "$@" >"$WORK/long" || exit 1
-read -r short_ir short_msgs <"$WORK/short"
-read -r long_ir long_msgs <"$WORK/long"
-python3 - "$short_ir" "$short_msgs" "$long_ir" "$long_msgs" <<'EOF'
+read -r short_ir short_msgs short_atomics <"$WORK/short"
+read -r long_ir long_msgs long_atomics <"$WORK/long"
+python3 - "$short_ir" "$short_msgs" "$long_ir" "$long_msgs" <<'EOF' || exit 1
 import sys
 si, sm, li, lm = map(int, sys.argv[1:])
 if lm <= sm:
@@ -87,3 +100,26 @@ if lm <= sm:
 print(f"{(li - si) / (lm - sm):,.0f} instructions per message "
       f"(runs: {si:,} for {sm:,} messages, {li:,} for {lm:,})")
 EOF
+if [ "$ATOMICS" = 1 ]; then
+    python3 - "$short_atomics" "$short_msgs" "$long_atomics" "$long_msgs" \
+        "$WORK/run-$SHORT.atomics" "$WORK/run-$LONG.atomics" <<'EOF'
+import sys
+sa, sm, la, lm = map(int, sys.argv[1:5])
+print(f"{(la - sa) / (lm - sm):,.1f} atomic read-modify-writes per message "
+      f"(runs: {sa:,} for {sm:,} messages, {la:,} for {lm:,})")
+
+
+def functions(path):
+    rows = {}
+    for line in open(path).read().splitlines()[1:]:
+        count, name = line.split(" ", 1)
+        rows[name] = int(count)
+    return rows
+
+
+short, long = functions(sys.argv[5]), functions(sys.argv[6])
+grown = {name: (executed - short.get(name, 0)) / (lm - sm) for name, executed in long.items()}
+for name, per_message in sorted(grown.items(), key=lambda kv: -kv[1])[:12]:
+    print(f"  {per_message:6.1f}  {name}")
+EOF
+fi
