@@ -146,10 +146,21 @@ impl ThreadContext {
         if self.in_routine.get() {
             return Ok(0);
         }
+        // Deferred for all the rounds below, so that each round's reap submits what the round
+        // before started; handed over in any case when the rounds end.
+        driver::defer_submissions(Some(&self.queue.ring));
+        let ran = self.run_rounds();
+        driver::defer_submissions(None);
+        ran
+    }
+
+    /// [`ThreadContext::run_queued`]'s rounds: reap without waiting (submitting what the last
+    /// round's routines started, whose completions at once are then reaped too), run what is
+    /// queued, until a round runs nothing.
+    fn run_rounds(&self) -> Result<usize> {
         let mut ran = 0;
         loop {
             self.queue.ring.reap(Some(Duration::ZERO))?;
-            driver::defer_submissions(Some(&self.queue.ring));
             let before = ran;
             while let Some((id, completion)) = self.queue.pop() {
                 let entry = self.routines.borrow_mut().remove(&id);
@@ -161,7 +172,6 @@ impl ThreadContext {
                     ran += 1;
                 }
             }
-            driver::defer_submissions(None);
             if ran == before {
                 return Ok(ran);
             }
