@@ -14,6 +14,7 @@
 //! that whatever changes its signal (set, reset, a wait that consumes it) updates the sets' ready
 //! marks under the event's lock, and a set never has to look at the events that are not signalled.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -90,8 +91,16 @@ pub enum WaitFor {
 
 /// A sleeping thread that events wake. Wakes are remembered until the next [`Waiter::arm`], so a
 /// wake that comes between registering and sleeping is never lost.
+///
+/// The flag is an atomic, read and written without a lock: a waiter is armed before it registers
+/// under the lock of what will wake it (an event, the port), and that lock orders the arming
+/// before any wake that finds the registration. A thread that sleeps on the condition variable
+/// looks at the flag under `sleeping`, which a wake takes after setting it, so the wake cannot
+/// fall between the look and the sleep; a thread that sleeps in its ring is woken through the
+/// ring, whatever it saw of the flag.
 pub(crate) struct Waiter {
-    woken: Mutex<bool>,
+    woken: AtomicBool,
+    sleeping: Mutex<()>,
     cond: Condvar,
     /// For a thread that sleeps in its ring (an alertable wait): the ring to wake.
     ring: Option<Arc<dyn Ring>>,
@@ -99,57 +108,62 @@ pub(crate) struct Waiter {
 
 impl Waiter {
     pub(crate) fn new() -> Arc<Waiter> {
-        Arc::new(Waiter {
-            woken: Mutex::new(false),
-            cond: Condvar::new(),
-            ring: None,
-        })
+        Arc::new(Waiter::sleeping_in(None))
     }
 
     /// A waiter for a thread that sleeps in `ring`: waking it wakes the ring.
     pub(crate) fn waking_ring(ring: Arc<dyn Ring>) -> Arc<Waiter> {
-        Arc::new(Waiter {
-            woken: Mutex::new(false),
+        Arc::new(Waiter::sleeping_in(Some(ring)))
+    }
+
+    fn sleeping_in(ring: Option<Arc<dyn Ring>>) -> Waiter {
+        Waiter {
+            woken: AtomicBool::new(false),
+            sleeping: Mutex::new(()),
             cond: Condvar::new(),
-            ring: Some(ring),
-        })
+            ring,
+        }
     }
 
     pub(crate) fn is_woken(&self) -> bool {
-        *lock(&self.woken)
+        self.woken.load(Ordering::Acquire)
     }
 
     /// Forgets earlier wakes, before a new round of looking and registering.
     pub(crate) fn arm(&self) {
-        *lock(&self.woken) = false;
+        self.woken.store(false, Ordering::Relaxed);
     }
 
     pub(crate) fn wake(&self) {
-        *lock(&self.woken) = true;
+        self.woken.store(true, Ordering::Release);
         match &self.ring {
             // A failed wake leaves the thread asleep until its ring's next completion or its
             // timeout; nothing better can be done from here.
             Some(ring) => {
                 let _ = ring.wake();
             }
-            None => self.cond.notify_one(),
+            None => {
+                // Taken and released: a sleeper that saw the flag unset is waiting by now.
+                drop(lock(&self.sleeping));
+                self.cond.notify_one();
+            }
         }
     }
 
     /// Sleeps until woken or until the deadline; returns false when the deadline passed unwoken.
     pub(crate) fn sleep(&self, deadline: Option<Instant>) -> bool {
-        let mut woken = lock(&self.woken);
-        while !*woken {
+        let mut sleeping = lock(&self.sleeping);
+        while !self.is_woken() {
             match deadline {
-                None => woken = self.cond.wait(woken).unwrap_or_else(|e| e.into_inner()),
+                None => sleeping = self.cond.wait(sleeping).unwrap_or_else(|e| e.into_inner()),
                 Some(d) => {
                     let now = Instant::now();
                     if now >= d {
                         return false;
                     }
-                    woken = self
+                    sleeping = self
                         .cond
-                        .wait_timeout(woken, d - now)
+                        .wait_timeout(sleeping, d - now)
                         .unwrap_or_else(|e| e.into_inner())
                         .0;
                 }
