@@ -463,6 +463,8 @@ def main():
     names = select(commands, args.servers)
     if args.baseline:
         names = with_baseline(names, commands, args.bench_bin, os.path.abspath(args.baseline))
+    if args.versus and args.versus not in names:
+        sys.exit(f"--versus {args.versus}: not among the servers to run {names}")
     use_perf = perf_usable()
     print(f"servers: {', '.join(names)}; perf syscall counting: "
           f"{'yes' if use_perf else 'n/a'}", file=sys.stderr)
