@@ -377,39 +377,34 @@ pub(crate) fn alertable_wait(
         };
         let result = loop {
             waiter.arm();
-            if let Some(found) = look(Some(&waiter)) {
-                forget(&waiter);
-                break Ok(found);
-            }
-            match ctx.run_queued() {
-                Ok(0) => {}
-                Ok(_) => {
-                    forget(&waiter);
-                    break Ok(WaitExResult::IoCompletion);
+            // What ends the wait, if this round does; the waiter is forgotten either way.
+            let ended = 'round: {
+                if let Some(found) = look(Some(&waiter)) {
+                    break 'round Some(Ok(found));
                 }
-                Err(e) => {
-                    forget(&waiter);
-                    break Err(e);
+                match ctx.run_queued() {
+                    Ok(0) => {}
+                    Ok(_) => break 'round Some(Ok(WaitExResult::IoCompletion)),
+                    Err(e) => break 'round Some(Err(e)),
                 }
-            }
-            let remaining = match deadline {
-                None => None,
-                Some(d) => {
-                    let now = Instant::now();
-                    if now >= d {
-                        forget(&waiter);
-                        break Ok(look(None).unwrap_or(WaitExResult::Timeout));
+                let remaining = match deadline {
+                    None => None,
+                    Some(d) => {
+                        let now = Instant::now();
+                        if now >= d {
+                            break 'round Some(Ok(look(None).unwrap_or(WaitExResult::Timeout)));
+                        }
+                        Some(d - now)
                     }
-                    Some(d - now)
+                };
+                match waiter.is_woken() {
+                    true => None,
+                    false => ctx.queue.ring.reap(remaining).err().map(Err),
                 }
-            };
-            let reaped = match waiter.is_woken() {
-                true => Ok(0),
-                false => ctx.queue.ring.reap(remaining),
             };
             forget(&waiter);
-            if let Err(e) = reaped {
-                break Err(e);
+            if let Some(result) = ended {
+                break result;
             }
         };
         // A wake that comes late, from an event of this wait, only makes a later wait look
