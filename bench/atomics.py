@@ -22,7 +22,7 @@ import subprocess
 import sys
 
 POSITION = re.compile(r"^(0x[0-9a-f]+|\+\d+|-\d+|\*)(?:\s+(.*))?$")
-NAMED = re.compile(r"^(c?ob|c?fn|fl|fi|fe|cfi|cfl)=\((\d+)\)(?: (.*))?$")
+NAMED = re.compile(r"^(c?ob|c?fn)=\((\d+)\)(?: (.*))?$")
 
 
 def atomic_addresses(binary):
@@ -55,7 +55,7 @@ def count(binary, files):
                 if named:
                     kind, ident, text = named.groups()
                     table = names["ob"] if kind.endswith("ob") else names["fn"]
-                    if text is not None and kind in ("ob", "cob", "fn", "cfn"):
+                    if text is not None:
                         table[ident] = text
                     if kind == "ob":
                         obj = table.get(ident)
