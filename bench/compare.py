@@ -18,7 +18,8 @@ ratio to the reference server (the hand-written epoll server). Two modes:
 Our servers run on each backend: `overlapped-MODEL` on the one the library picks (io_uring where
 the kernel allows it), `overlapped-MODEL-epoll` with `OVERLAPPED_BACKEND=epoll`.
 
-Standard library only. `--svg FILE` draws the paced CPU per message of each server. `--versus
+Standard library only. `--replot JSON...` prints the tables of earlier `--json` runs again, the
+rounds of several runs of the same load pooled. `--svg FILE` draws the paced CPU per message of each server. `--versus
 SERVER` also divides each server's CPU per message by SERVER's in the same round and gives the
 median of those ratios with a 95 % interval for it (a bootstrap over the rounds: it means little
 below ten rounds) and the number of rounds in which the server had the lower figure.
@@ -380,9 +381,38 @@ def esc(text):
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+# The settings that define a mode's load: runs pooled by `--replot` must share them.
+LOAD_SETTINGS = ("rate", "connections", "depth", "size", "unpaced_connections", "unpaced_depth")
+
+
+def pooled(reports):
+    """One report of several runs' rounds: per mode, the servers every report has, with their
+    rounds one run after another (rounds stay whole, so within-round ratios still pair up)."""
+    first = reports[0]["settings"]
+    for report in reports[1:]:
+        differ = [k for k in LOAD_SETTINGS if report["settings"].get(k) != first.get(k)]
+        if differ:
+            sys.exit(f"--replot: the runs differ in {', '.join(differ)}: not pooled")
+    settings = dict(first)
+    result = {"settings": settings}
+    for mode, count in (("paced", "rounds"), ("unpaced", "unpaced_rounds")):
+        if not all(mode in report for report in reports):
+            continue
+        names = [name for name in reports[0][mode]["runs"]
+                 if all(name in report[mode]["runs"] for report in reports)]
+        runs = {name: [r for report in reports for r in report[mode]["runs"][name]]
+                for name in names}
+        settings[count] = min(len(rounds) for rounds in runs.values()) if runs else 0
+        result[mode] = {"runs": runs}
+    return result
+
+
 def replot(args):
-    with open(args.replot) as f:
-        report = json.load(f)
+    reports = []
+    for path in args.replot:
+        with open(path) as f:
+            reports.append(json.load(f))
+    report = pooled(reports)
     settings = report["settings"]
     if "paced" in report:
         runs = report["paced"]["runs"]
@@ -448,8 +478,10 @@ def main():
                         "same round: the median, a 95 %% interval for it, and the rounds below")
     p.add_argument("--json", help="write every run and the summaries to this file")
     p.add_argument("--svg", help="write the paced CPU-per-message plot to this file")
-    p.add_argument("--replot", metavar="JSON",
-                   help="run nothing: print the tables (and --svg) of an earlier --json file")
+    p.add_argument("--replot", metavar="JSON", nargs="+",
+                   help="run nothing: print the tables (and --svg) of earlier --json files; "
+                        "several runs of the same load are pooled, round by round, for the "
+                        "servers they all ran")
     args = p.parse_args()
     if args.replot:
         replot(args)
