@@ -33,7 +33,7 @@ mod uring;
 pub use counters::stats;
 pub(crate) use counters::{count, count_many, Counter};
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::os::fd::RawFd;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -288,28 +288,54 @@ pub(crate) fn forget_descriptor(fd: RawFd) {
 thread_local! {
     /// The ring whose submissions the calling thread leaves queued, because it is about to reap
     /// that ring (or flush it) itself: its next entry into the kernel carries them all at once.
-    static DEFERRING: RefCell<Option<Arc<dyn Ring>>> = const { RefCell::new(None) };
+    static DEFERRING: RefCell<Deferring> = const { RefCell::new(Deferring(None)) };
+    /// The address of that ring, null for none: what a port's worker (every get) and the engine
+    /// (every operation) look at, a word read without a borrow, and without the check that the
+    /// thread's locals are still alive that `DEFERRING`, which has a destructor, needs.
+    static DEFERRING_AT: Cell<*const ()> = const { Cell::new(std::ptr::null()) };
+}
+
+/// The ring a thread defers to. Dropped when the thread's locals are: from then on the thread
+/// defers to nothing (its address is cleared), so that a request made while the thread's other
+/// locals are dropped is not left queued.
+struct Deferring(Option<Arc<dyn Ring>>);
+
+impl Drop for Deferring {
+    fn drop(&mut self) {
+        DEFERRING_AT.set(std::ptr::null());
+    }
+}
+
+/// The address a ring is known by in `DEFERRING_AT`.
+fn address_of(ring: &Arc<dyn Ring>) -> *const () {
+    Arc::as_ptr(ring) as *const ()
 }
 
 /// Makes the calling thread leave its submissions to `ring` queued until it next reaps or
 /// flushes that ring; `None` ends that, handing over what was left queued.
+#[inline]
 pub(crate) fn defer_submissions(ring: Option<&Arc<dyn Ring>>) {
     // A port's worker names the same ring at every get: nothing to clone, drop or flush then.
-    let unchanged = DEFERRING
-        .try_with(|d| match (&*d.borrow(), ring) {
-            (Some(before), Some(now)) => Arc::ptr_eq(before, now),
-            (None, None) => true,
-            (None, Some(now)) => !now.batches_submissions(),
-            (Some(_), None) => false,
-        })
-        .unwrap_or(false);
-    if unchanged {
-        return;
+    let before = DEFERRING_AT.get();
+    let unchanged = match ring {
+        Some(now) => before == address_of(now) || (before.is_null() && !now.batches_submissions()),
+        None => before.is_null(),
+    };
+    if !unchanged {
+        change_deferral(ring);
     }
+}
+
+/// [`defer_submissions`] when the ring changes.
+#[inline(never)]
+fn change_deferral(ring: Option<&Arc<dyn Ring>>) {
     let ring = ring.filter(|r| r.batches_submissions());
     // While the thread's locals are being destroyed there is nothing to defer to any more.
     let before = DEFERRING
-        .try_with(|d| d.replace(ring.cloned()))
+        .try_with(|d| {
+            DEFERRING_AT.set(ring.map_or(std::ptr::null(), address_of));
+            std::mem::replace(&mut d.borrow_mut().0, ring.cloned())
+        })
         .ok()
         .flatten();
     if let Some(before) = before {
@@ -321,19 +347,13 @@ pub(crate) fn defer_submissions(ring: Option<&Arc<dyn Ring>>) {
 
 /// Whether the calling thread defers its submissions to the ring at `ring`.
 pub(crate) fn defers_to(ring: *const ()) -> bool {
-    DEFERRING
-        .try_with(|d| {
-            d.borrow()
-                .as_ref()
-                .is_some_and(|r| Arc::as_ptr(r) as *const () == ring)
-        })
-        .unwrap_or(false)
+    !ring.is_null() && DEFERRING_AT.get() == ring
 }
 
 /// Hands over what the calling thread deferred, before it blocks on something other than the
 /// ring it deferred to (which would otherwise never see those requests).
 pub(crate) fn flush_deferred() {
-    let ring = DEFERRING.try_with(|d| d.borrow().clone()).ok().flatten();
+    let ring = DEFERRING.try_with(|d| d.borrow().0.clone()).ok().flatten();
     if let Some(ring) = ring {
         let _ = ring.flush();
     }
