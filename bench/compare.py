@@ -18,11 +18,12 @@ ratio to the reference server (the hand-written epoll server). Two modes:
 Our servers run on each backend: `overlapped-MODEL` on the one the library picks (io_uring where
 the kernel allows it), `overlapped-MODEL-epoll` with `OVERLAPPED_BACKEND=epoll`.
 
-Standard library only. `--replot JSON...` prints the tables of earlier `--json` runs again, the
-rounds of several runs of the same load pooled. `--svg FILE` draws the paced CPU per message of each server. `--versus
+Standard library only. `--svg FILE` draws the paced CPU per message of each server. `--versus
 SERVER` also divides each server's CPU per message by SERVER's in the same round and gives the
 median of those ratios with a 95 % interval for it (a bootstrap over the rounds: it means little
-below ten rounds) and the number of rounds in which the server had the lower figure.
+below ten rounds) and the number of rounds in which the server had the lower figure. `--replot
+JSON...` prints the tables of earlier `--json` runs again, the rounds of several runs of the same
+load pooled.
 """
 
 import argparse
