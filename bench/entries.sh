@@ -22,6 +22,8 @@
 set -u -o pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=bench/server_address.sh
+. "$ROOT/bench/server_address.sh"
 BENCH=${BENCH:-$ROOT/target/release/overlapped}
 RECORDED=${SECONDS_RECORDED:-3}
 [ $# -ge 2 ] || { sed -n '2,5p' "$0"; exit 2; }
@@ -38,18 +40,7 @@ trap 'rm -rf "$WORK"' EXIT
 
 taskset -c 0 "$@" --port 0 >"$WORK/server" 2>&1 &
 server=$!
-addr=""
-for _ in $(seq 100); do
-    addr=$(head -n1 "$WORK/server" 2>/dev/null | awk '{print $NF}')
-    [ -n "$addr" ] && break
-    sleep 0.1
-done
-if [ -z "$addr" ]; then
-    echo "the server printed no address; its output:" >&2
-    cat "$WORK/server" >&2
-    kill "$server" 2>/dev/null
-    exit 1
-fi
+addr=$(await_address "$WORK/server" "$server") || exit 1
 duration=$(python3 -c "print(int($RECORDED + 4))")
 taskset -c 1 "$BENCH" bench --addr "$addr" "${LOAD[@]}" --duration "$duration" --warmup 0 \
     --json >"$WORK/bench.json" 2>/dev/null &

@@ -31,6 +31,8 @@
 set -u -o pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=bench/server_address.sh
+. "$ROOT/bench/server_address.sh"
 VALGRIND=${VALGRIND:-valgrind}
 BENCH=${BENCH:-$ROOT/target/release/overlapped}
 CONNECTIONS=${CONNECTIONS:-50}
@@ -50,18 +52,8 @@ run() {
     [ "$ATOMICS" = 1 ] && dump=(--dump-instr=yes)
     "$VALGRIND" --tool=callgrind "${dump[@]}" --callgrind-out-file="$out.cg" "${@:2}" --port 0 \
         >"$out.server" 2>"$out.valgrind" &
-    local server=$! addr=""
-    for _ in $(seq 100); do
-        addr=$(head -n1 "$out.server" 2>/dev/null | awk '{print $NF}')
-        [ -n "$addr" ] && break
-        sleep 0.1
-    done
-    if [ -z "$addr" ]; then
-        echo "the server printed no address; its output:" >&2
-        cat "$out.server" "$out.valgrind" >&2
-        kill "$server" 2>/dev/null
-        exit 1
-    fi
+    local server=$! addr
+    addr=$(await_address "$out.server" "$server" "$out.valgrind") || exit 1
     "$BENCH" bench --addr "$addr" --connections "$CONNECTIONS" --rate "$RATE" \
         --duration "$secs" --warmup 0 --threads 1 --json >"$out.json"
     kill -TERM "$server" 2>/dev/null
