@@ -32,6 +32,10 @@ enum Command {
     /// Run the chapter's scenario on loopback and print what happens at each step.
     Demo,
     /// Run an echo server on one of the notification models.
+    ///
+    /// An option given twice takes its last value: a script may add to a server's command line
+    /// what the line already sets.
+    #[command(args_override_self = true)]
     EchoServer(server::Options),
     /// Send lines to an echo server and print what comes back (`Q` quits).
     EchoClient(client::Options),

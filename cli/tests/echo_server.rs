@@ -248,3 +248,12 @@ fn a_busy_connection_does_not_starve_the_others_on(model: &str, backend: Option<
     assert_eq!(drain.join().expect("the drain thread"), CHUNK * CHUNKS);
     server.assert_running();
 }
+
+/// An option given twice takes its last value: here `--port 1 --port 0` listens on a port the
+/// kernel chose, and the server echoes there.
+#[test]
+fn an_option_given_twice_takes_its_last_value() {
+    let server = Server::start("port --threads 1 --threads 2 --port 1", None);
+    assert_ne!(server.addr.port(), 1, "the first --port was taken");
+    round_trip(&mut server.connect(), b"the last value wins");
+}
