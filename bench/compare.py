@@ -18,6 +18,10 @@ ratio to the reference server (the hand-written epoll server). Two modes:
 Our servers run on each backend: `overlapped-MODEL` on the one the library picks (io_uring where
 the kernel allows it), `overlapped-MODEL-epoll` with `OVERLAPPED_BACKEND=epoll`.
 
+`--variant 'NAME=SERVER ITEM...'` adds a server: SERVER's command with the items added (leading
+`VAR=value` items to its environment, the rest to its arguments), so that a setting not in the
+list is measured by command.
+
 Standard library only. `--svg FILE` draws the paced CPU per message of each server. `--versus
 SERVER` also divides each server's CPU per message by SERVER's in the same round and gives the
 median of those ratios with a 95 % interval for it (a bootstrap over the rounds: it means little
@@ -31,6 +35,7 @@ import json
 import os
 import random
 import re
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -118,6 +123,27 @@ def servers(bin_dir, batch_us=50):
             found[f"overlapped-port-batch{batch_us}-pinned"] = \
                 found["overlapped-port-pinned"] + window
     return found
+
+
+def add_variants(commands, specs):
+    """Adds the servers that `--variant` defines to `commands`. Each spec is `NAME=SERVER
+    [ITEM...]` (words split as a shell would): NAME runs SERVER's command with the items added,
+    the leading `VAR=value` items to its environment and the rest to its arguments. So a setting
+    that is not among the servers above is measured by command, in the same rounds, with nothing
+    edited: `--variant 'overlapped-port-pool256=overlapped-port --pool-buffers 256'`."""
+    for spec in specs:
+        name, _, rest = spec.partition("=")
+        words = shlex.split(rest)
+        if not name or not words:
+            sys.exit(f"--variant {spec!r}: expected NAME=SERVER [ITEM...]")
+        if name in commands:
+            sys.exit(f"--variant {spec!r}: {name} is a server already")
+        if words[0] not in commands:
+            sys.exit(f"--variant {spec!r}: unknown server {words[0]}; known: {list(commands)}")
+        env, argv = split_env(commands[words[0]])
+        added_env, added_args = split_env(words[1:])
+        env.update(added_env)
+        commands[name] = [f"{k}={v}" for k, v in env.items()] + argv + added_args
 
 
 def with_baseline(names, commands, ours, baseline):
@@ -470,6 +496,9 @@ def main():
     p.add_argument("--servers", help="comma-separated subset of the servers to run")
     p.add_argument("--batch-us", type=int, default=50,
                    help="the batch window's variants' window in microseconds (in their names)")
+    p.add_argument("--variant", metavar="'NAME=SERVER ITEM...'", action="append", default=[],
+                   help="one more server: SERVER's command with the items added (VAR=value "
+                        "items to its environment, the others to its arguments); repeatable")
     p.add_argument("--no-build", action="store_true", help="use the binaries as they are")
     p.add_argument("--baseline", metavar="BIN",
                    help="another build of `overlapped` (before a change, say): each of our "
@@ -493,6 +522,7 @@ def main():
     bin_dir = os.path.join(target_dir(), "release")
     args.bench_bin = os.path.join(bin_dir, "overlapped")
     commands = servers(bin_dir, args.batch_us)
+    add_variants(commands, args.variant)
     names = select(commands, args.servers)
     if args.baseline:
         names = with_baseline(names, commands, args.bench_bin, os.path.abspath(args.baseline))
