@@ -250,7 +250,8 @@ fn a_busy_connection_does_not_starve_the_others_on(model: &str, backend: Option<
 }
 
 /// An option given twice takes its last value: here `--port 1 --port 0` listens on a port the
-/// kernel chose, and the server echoes there.
+/// kernel chose, and the server echoes there. A test of the command line, so on the library's
+/// choice of backend only.
 #[test]
 fn an_option_given_twice_takes_its_last_value() {
     let server = Server::start("port --threads 1 --threads 2 --port 1", None);
