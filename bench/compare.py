@@ -45,6 +45,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REFERENCE = "epoll"
 TICKS = os.sysconf("SC_CLK_TCK")
+# An environment item of a server command: a variable's name, then `=` (not `--option=value`).
+ENV_ITEM = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
 METRICS = ("msgs_per_s", "p99_us", "cpu_us_per_msg", "user_us_per_msg", "syscalls_per_msg")
 
 
@@ -164,7 +166,7 @@ def split_env(cmd):
     """`["A=1", "prog", "arg"]` -> `({"A": "1"}, ["prog", "arg"])`: the leading `NAME=value`
     items of a server command are its environment."""
     env = {}
-    while cmd and "=" in cmd[0] and not cmd[0].startswith(("/", ".")):
+    while cmd and ENV_ITEM.match(cmd[0]):
         name, value = cmd[0].split("=", 1)
         env[name] = value
         cmd = cmd[1:]
